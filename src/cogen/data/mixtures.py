@@ -1,0 +1,115 @@
+"""2D mixtures of Gaussians (PacGAN's ring and grid) as a LightningDataModule.
+
+The training set is a fixed set of packs drawn once from the seed, as in the paper's code:
+every epoch is `num_samples / batch_size` iterations, whatever the packing degree m.
+"""
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class GaussianMixture:
+    """Equal-weight isotropic Gaussians on a ring (`n_modes` means at radius `scale`) or a
+    square grid (`n_modes` must be a square; spacing `scale`, centred on 0)."""
+
+    def __init__(self, layout: str, n_modes: int, scale: float, std: float):
+        if layout == "ring":
+            angles = torch.arange(n_modes, dtype=torch.float64) * 2 * math.pi / n_modes
+            means = scale * torch.stack([angles.cos(), angles.sin()], dim=1)
+        elif layout == "grid":
+            side = math.isqrt(n_modes)
+            if side * side != n_modes:
+                raise ValueError(f"grid layout needs a square number of modes, got n_modes={n_modes}")
+            ticks = (torch.arange(side, dtype=torch.float64) - (side - 1) / 2) * scale
+            means = torch.cartesian_prod(ticks, ticks)
+        else:
+            raise ValueError(f"unknown mixture layout {layout!r}: use 'ring' or 'grid'")
+        self.means = means.float()
+        self.std = float(std)
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        modes = torch.randint(len(self.means), (n,), generator=generator)
+        noise = torch.randn(n, self.dim, generator=generator)
+        return self.means[modes] + self.std * noise
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffling order of one epoch. Shared by the Lightning path and the vectorised
+    ensemble so that both see the same batches for the same seed."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+class EpochBatchSampler(Sampler[torch.Tensor]):
+    """Yields index tensors of whole batches; `set_epoch` (called by Lightning) reshuffles."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
+    def __iter__(self):
+        order = epoch_permutation(self.n, self.seed, self.epoch)
+        yield from order[: len(self) * self.batch_size].view(len(self), self.batch_size)
+
+
+class TensorRows(Dataset):
+    """Indexes a tensor by a whole batch of rows at once: no per-item collation."""
+
+    def __init__(self, rows: torch.Tensor):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.rows[index]
+
+
+class MixtureDataModule(pl.LightningDataModule):
+    """Train: `num_samples` packs of `pack` points. Val/test: `eval_samples` real points,
+    used only as the reference drawn under sample plots; the metrics score generated points."""
+
+    def __init__(self, mixture: GaussianMixture, num_samples: int = 100_000, batch_size: int = 100,
+                 pack: int = 1, eval_samples: int = 2500, seed: int = 0):
+        super().__init__()
+        self.mixture = mixture
+        self.num_samples, self.batch_size, self.pack = num_samples, batch_size, pack
+        self.eval_samples, self.seed = eval_samples, seed
+        self.train_rows: torch.Tensor | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.mixture.dim
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_rows is None:
+            g = torch.Generator().manual_seed(self.seed)
+            self.train_rows = make_packs(self.mixture, self.num_samples, self.pack, g)
+            self.eval_rows = self.mixture.sample(self.eval_samples, torch.Generator().manual_seed(self.seed + 1))
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = EpochBatchSampler(self.num_samples, self.batch_size, self.seed)
+        return DataLoader(TensorRows(self.train_rows), sampler=sampler, batch_size=None)
+
+    def _eval_loader(self) -> DataLoader:
+        return DataLoader(TensorRows(self.eval_rows.unsqueeze(0)), batch_size=None)
+
+    val_dataloader = _eval_loader
+    test_dataloader = _eval_loader
+
+
+def make_packs(mixture: GaussianMixture, num_packs: int, pack: int, generator: torch.Generator) -> torch.Tensor:
+    """(num_packs, pack * dim): each row holds `pack` independent points side by side."""
+    return mixture.sample(num_packs * pack, generator).view(num_packs, pack * mixture.dim)

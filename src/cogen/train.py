@@ -1,0 +1,62 @@
+"""`cogen-train` / `python -m cogen.train`: compose, build, fit, test the best checkpoint,
+write summary.json. Every part comes from its config group through `instantiate`."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from cogen.app import build_trainer, console, entry_point, instantiate_each
+from cogen.callbacks.run_config import StoreRunConfig
+from cogen.utils.run_files import write_summary
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def test_checkpoint(trainer: pl.Trainer, which: str) -> str | None:
+    """The checkpoint `test` should score: the best by the monitored metric, or the last."""
+    ckpt = trainer.checkpoint_callback
+    if ckpt is None:
+        return None
+    path = ckpt.best_model_path if which == "best" else ckpt.last_model_path
+    return path or ckpt.last_model_path or None
+
+
+def run(cfg: DictConfig) -> dict:
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, _convert_="all")
+    trainer = build_trainer(cfg, instantiate_each(cfg.get("callbacks")) + [StoreRunConfig(cfg)])
+    out, started = Path(cfg.paths.output_dir), time.perf_counter()
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_s = time.perf_counter() - started
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    tested = None
+    if cfg.test:
+        tested = test_checkpoint(trainer, cfg.test_ckpt)
+        (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=tested, verbose=False)
+        metrics.update(results)
+    summary = write_summary(
+        out, cfg, status="completed", metrics=metrics, global_step=trainer.global_step,
+        epochs=trainer.current_epoch, tested_ckpt=tested, fit_s=round(fit_s, 2),
+        wall_s=round(time.perf_counter() - started, 2),
+    )
+    if trainer.is_global_zero:
+        console.print(f"[bold green]done[/] {out}  summary.json, metrics.csv, samples/, checkpoints/")
+        shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("test/") and v is not None}
+        console.print(f"test metrics: {shown}")
+    return {"summary": summary, "objective": metrics.get(cfg.get("objective_metric", ""), None)}
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig):
+    return entry_point(run)(cfg)
+
+
+if __name__ == "__main__":
+    main()
