@@ -15,9 +15,9 @@ from omegaconf import DictConfig, open_dict
 from rich.console import Console
 
 from cogen.config import CogenError, validate
-from cogen.utils.run_files import run_id_for, write_run_info, write_summary
+from cogen.utils.run_files import completed_summary, run_id_for, write_run_info, write_summary
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def instantiate_each(node: DictConfig | None) -> list:
@@ -67,10 +67,14 @@ def entry_point(job: Callable[[DictConfig], dict]) -> Callable[[DictConfig], flo
     @functools.wraps(job)
     def wrapper(cfg: DictConfig):
         out = Path(cfg.paths.output_dir)
+        done = completed_summary(out) if cfg.get("skip_completed") else None
+        if done is not None:
+            console.print(f"[dim]reusing completed run {out}[/]")
+            return done["metrics"].get(cfg.get("objective_metric") or "")
         try:
+            validate(cfg)
             with open_dict(cfg):
                 cfg.run_id = run_id_for(cfg.get("ckpt_path"))
-            validate(cfg)
             write_run_info(out, cfg)
             return job(cfg).get("objective")
         except (CogenError, InstantiationException, FileNotFoundError) as e:

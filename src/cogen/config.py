@@ -48,6 +48,9 @@ class RunSchema:
     protocol: Optional[str] = None
     tags: list = field(default_factory=list)
     run_id: Optional[str] = None
+    skip_completed: bool = False
+    objective_metric: Optional[str] = None
+    table: Any = None
     model: Any = None
     data: Any = None
     trainer: Any = None
@@ -141,6 +144,10 @@ def validate(cfg: DictConfig) -> None:
     """Schema check of the top-level keys, then a type check of every `_target_` node."""
     from omegaconf.errors import OmegaConfBaseException
 
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise CogenError(f"missing required value(s): {', '.join(missing)}. Pass them on the command line, "
+                         f"e.g. {missing[0]}=<value>.")
     try:
         OmegaConf.merge(OmegaConf.structured(RunSchema), cfg)
     except OmegaConfBaseException as e:

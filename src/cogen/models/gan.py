@@ -73,8 +73,7 @@ class GAN(pl.LightningModule):
         self.manual_backward(g_loss, inputs=list(self.generator.parameters()))
         opt_d.step()
         opt_g.step()
-        if batch_idx % self.trainer.log_every_n_steps == 0:
-            self.log_dict({"train/d_loss": d_loss, "train/g_loss": g_loss})
+        self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach()})
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
     @torch.no_grad()

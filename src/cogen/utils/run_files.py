@@ -71,3 +71,12 @@ def write_summary(out: Path, cfg: DictConfig, status: str, metrics: dict[str, An
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def completed_summary(out: Path) -> dict | None:
+    """The summary of a run folder that finished, or None."""
+    path = Path(out) / "summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if summary.get("status") == "completed" else None
