@@ -1,0 +1,35 @@
+# cogen: the commands a user needs. `make help` lists them.
+PY ?= python3
+EXP ?= pacgan_2d
+ARGS ?=
+export WANDB_SILENT ?= true
+
+.PHONY: help install train test test-fast table bench clean
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+.installed: pyproject.toml
+	@# The CPU build of torch unless one is already installed (a GPU user keeps theirs).
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e ".[dev]"
+	@touch $@
+
+install: .installed ## install cogen and its test tools into the current Python
+
+train: .installed ## train the default job (PacGAN2 on the 2D ring, about a minute on CPU); ARGS=... adds overrides
+	$(PY) -m cogen.train $(ARGS)
+
+test: .installed ## run the whole test suite, slow end-to-end tests included
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: .installed ## the tests not marked slow
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+table: .installed ## build a reproduced table: make table EXP=pacgan_2d ARGS="protocol=short"
+	$(PY) -m cogen.table experiment=$(EXP) $(ARGS)
+
+bench: .installed ## framework overhead against plain PyTorch loops
+	$(PY) benchmarks/gan_overhead.py $(ARGS)
+
+clean: ## remove run outputs
+	rm -rf outputs/* wandb lightning_logs .pytest_cache

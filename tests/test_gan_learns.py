@@ -1,0 +1,18 @@
+"""A short seeded PacGAN2 run on the 2D ring learns: from 0 captured modes at initialisation
+to at least 6 of 8 within 2,000 iterations (about 30 s on 2 CPU cores)."""
+import pytest
+
+from conftest import summary, train
+
+pytestmark = pytest.mark.slow
+
+
+def test_pacgan2_captures_most_ring_modes(tmp_path):
+    untrained, trained = tmp_path / "untrained", tmp_path / "trained"
+    train(untrained, "model=pacgan2", "train=false", "seed=0")
+    train(trained, "model=pacgan2", "model.lr=3e-4", "data.num_samples=100000", "trainer.max_epochs=2",
+          "test_ckpt=last", "seed=0", "callbacks.sample_plot.every_n_steps=0")
+    assert summary(untrained)["metrics"]["test/modes"] <= 1
+    after = summary(trained)["metrics"]
+    assert after["test/modes"] >= 6, after
+    assert after["test/hq_pct"] >= 10, after
