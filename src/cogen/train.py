@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from cogen.app import build_trainer, console, entry_point, instantiate_each
 from cogen.callbacks.run_config import StoreRunConfig
+from cogen.utils import ddp
 from cogen.utils.run_files import write_summary
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -55,6 +56,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig):
+    ddp.install()
     return entry_point(run)(cfg)
 
 

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 from torchmetrics import Metric, MetricCollection
 
 
@@ -45,6 +46,11 @@ class GAN(pl.LightningModule):
     def _fixed_noise(self, n: int, seed: int) -> torch.Tensor:
         return torch.randn(n, self.noise_dim, generator=torch.Generator().manual_seed(seed))
 
+    def setup(self, stage: str) -> None:
+        """Each DDP rank draws its own noise; rank 0 keeps the stream of a lone run."""
+        if stage == "fit" and self.trainer.global_rank > 0:
+            self._noise.manual_seed(self.hparams.seed + 7919 * self.trainer.global_rank)
+
     def configure_optimizers(self):
         betas = tuple(self.hparams.betas)
         return (torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr, betas=betas),
@@ -55,11 +61,18 @@ class GAN(pl.LightningModule):
         return x.reshape(-1, self.pack * x.shape[1], *x.shape[2:])
 
     def losses(self, real_packs: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Non-saturating losses (d_loss, g_loss) from one forward pass."""
+        """Non-saturating losses (d_loss, g_loss) from one generator pass.
+
+        d_loss reaches only the discriminator's parameters and g_loss only the generator's
+        (it sees the discriminator through detached weights), so one backward of their sum
+        gives both players' simultaneous gradients; DDP needs exactly one backward per step.
+        """
         fake_packs = self.packed(self.generator(noise))
-        d_real, d_fake = self.discriminator(real_packs), self.discriminator(fake_packs)
+        d_real, d_fake = self.discriminator(real_packs), self.discriminator(fake_packs.detach())
+        frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+        d_fake_for_g = functional_call(self.discriminator, frozen, (fake_packs,))
         d_loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-        g_loss = F.softplus(-d_fake).mean()
+        g_loss = F.softplus(-d_fake_for_g).mean()
         return d_loss, g_loss
 
     def training_step(self, real_packs: torch.Tensor, batch_idx: int):
@@ -69,8 +82,7 @@ class GAN(pl.LightningModule):
         opt_d.zero_grad(set_to_none=True)
         opt_g.zero_grad(set_to_none=True)
         # Simultaneous updates: each player's gradient is taken before either moves.
-        self.manual_backward(d_loss, inputs=list(self.discriminator.parameters()), retain_graph=True)
-        self.manual_backward(g_loss, inputs=list(self.generator.parameters()))
+        self.manual_backward(d_loss + g_loss)
         opt_d.step()
         opt_g.step()
         self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach()})
