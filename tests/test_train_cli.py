@@ -56,6 +56,7 @@ def test_wandb_offline_run_lands_in_the_run_dir_and_resume_keeps_its_id(tmp_path
     ("model.lr=fast", "model.lr='fast': expected float"),
     ("seed=abc", "seed"),
     ("+model.generator.widht=3", "has no parameter 'widht'"),
+    ("data.path=/no/such/points.npy", "data.path=/no/such/points.npy: no such file"),
 ])
 def test_bad_overrides_get_a_short_error(run_dir, override, expected):
     proc = train(run_dir, override, check=False)

@@ -6,6 +6,7 @@ every epoch is `num_samples / batch_size` iterations, whatever the packing degre
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -78,13 +79,14 @@ class TensorRows(Dataset):
 
 
 class MixtureDataModule(pl.LightningDataModule):
-    """Train: `num_samples` packs of `pack` points. Val/test: `eval_samples` real points,
+    """Train: `num_samples` packs of `pack` points, drawn from `mixture`, or from the points
+    stored at `path` (a .npy or .csv of shape (n, 2), e.g. the paper's own sample dump). Val/test: `eval_samples` real points,
     used only as the reference drawn under sample plots; the metrics score generated points."""
 
     def __init__(self, mixture: GaussianMixture, num_samples: int = 100_000, batch_size: int = 100,
-                 pack: int = 1, eval_samples: int = 2500, seed: int = 0):
+                 pack: int = 1, eval_samples: int = 2500, seed: int = 0, path: str | None = None):
         super().__init__()
-        self.mixture = mixture
+        self.mixture, self.path = mixture, path
         self.num_samples, self.batch_size, self.pack = num_samples, batch_size, pack
         self.eval_samples, self.seed = eval_samples, seed
         self.train_rows: torch.Tensor | None = None
@@ -96,7 +98,10 @@ class MixtureDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_rows is None:
             g = torch.Generator().manual_seed(self.seed)
-            self.train_rows = make_packs(self.mixture, self.num_samples, self.pack, g)
+            if self.path is None:
+                self.train_rows = make_packs(self.mixture, self.num_samples, self.pack, g)
+            else:
+                self.train_rows = packs_from_file(self.path, self.num_samples, self.pack, self.dim, g)
             self.eval_rows = self.mixture.sample(self.eval_samples, torch.Generator().manual_seed(self.seed + 1))
 
     def train_dataloader(self) -> DataLoader:
@@ -113,3 +118,21 @@ class MixtureDataModule(pl.LightningDataModule):
 def make_packs(mixture: GaussianMixture, num_packs: int, pack: int, generator: torch.Generator) -> torch.Tensor:
     """(num_packs, pack * dim): each row holds `pack` independent points side by side."""
     return mixture.sample(num_packs * pack, generator).view(num_packs, pack * mixture.dim)
+
+
+def packs_from_file(path: str, num_packs: int, pack: int, dim: int, generator: torch.Generator) -> torch.Tensor:
+    """`num_packs` packs drawn with replacement from the points stored in a .npy or .csv file."""
+    import numpy as np
+
+    from cogen.config import CogenError
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise CogenError(f"data.path={path}: no such file. Give a .npy or .csv of {dim}-d points, or drop "
+                         f"data.path to sample the mixture.")
+    points = np.load(file) if file.suffix == ".npy" else np.loadtxt(file, delimiter=",", ndmin=2)
+    if points.ndim != 2 or points.shape[1] != dim:
+        raise CogenError(f"data.path={path}: expected an array of shape (n, {dim}), got {points.shape}.")
+    points = torch.as_tensor(points, dtype=torch.float32)
+    index = torch.randint(len(points), (num_packs * pack,), generator=generator)
+    return points[index].view(num_packs, pack * dim)
