@@ -85,8 +85,16 @@ class GAN(pl.LightningModule):
         self.manual_backward(d_loss + g_loss)
         opt_d.step()
         opt_g.step()
-        self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach()})
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+        d_loss, g_loss = d_loss.detach(), g_loss.detach()
+        if self._logs_this_step():
+            self.log_dict({"train/d_loss": d_loss, "train/g_loss": g_loss})
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+    def _logs_this_step(self) -> bool:
+        """Lightning writes step logs only every `log_every_n_steps`; `self.log` on the other
+        steps costs about 1 ms/step for nothing (half of the framework's overhead on CPU)."""
+        n = self.trainer.log_every_n_steps
+        return bool(n) and ((self.trainer.fit_loop.total_batch_idx + 1) % n == 0 or self.trainer.should_stop)
 
     @torch.no_grad()
     def generate(self, noise: torch.Tensor) -> torch.Tensor:
