@@ -42,6 +42,7 @@ class RunSchema:
     task: str = "train"
     seed: int = 0
     ckpt_path: Optional[str] = None
+    resume: Optional[str] = None   # auto: continue the newest unfinished run with the same overrides
     train: bool = True
     test: bool = True
     test_ckpt: str = "best"
@@ -50,6 +51,7 @@ class RunSchema:
     run_id: Optional[str] = None
     skip_completed: bool = False
     objective_metric: Optional[str] = None
+    protocols: Any = None   # an experiment's budgets by name; `protocol` picks one
     table: Any = None
     model: Any = None
     data: Any = None
@@ -152,6 +154,8 @@ def validate(cfg: DictConfig) -> None:
         OmegaConf.merge(OmegaConf.structured(RunSchema), cfg)
     except OmegaConfBaseException as e:
         raise CogenError(f"{e.full_key}: {str(e).splitlines()[0]}") from None
+    if cfg.get("resume") not in (None, "auto"):
+        raise CogenError(f"resume={cfg.resume}: the only value is resume=auto (or leave it out).")
     for group in ("data", "model", "trainer", "callbacks", "logger", "collab"):
         if group in cfg and cfg[group] is not None:
             check_types(cfg._get_node(group), group)
@@ -185,13 +189,25 @@ def run_tags() -> list[str]:
     return [o[:64] for o in hc.overrides.task] if hc is not None else []
 
 
+def sqlite_url(path: str) -> str:
+    """`sqlite:///<absolute path>` for an Optuna study, creating the folder SQLite will not create."""
+    from pathlib import Path
+
+    file = Path(path).expanduser().resolve()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{file}"
+
+
 def wandb_offline() -> bool:
+    """Offline unless WANDB_MODE=online, or a W&B sweep agent started this run (it must report online)."""
     import os
 
-    return os.environ.get("WANDB_MODE", "offline") != "online"
+    default = "online" if os.environ.get("WANDB_SWEEP_ID") else "offline"
+    return os.environ.get("WANDB_MODE", default) != "online"
 
 
-for _name, _fn in {"cogen.run_group": run_group, "cogen.run_tags": run_tags, "cogen.wandb_offline": wandb_offline}.items():
+for _name, _fn in {"cogen.run_group": run_group, "cogen.run_tags": run_tags, "cogen.wandb_offline": wandb_offline,
+                  "cogen.sqlite": sqlite_url}.items():
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
