@@ -2,10 +2,12 @@
 model/data options instantiate into working parts."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hydra.utils import instantiate
 
-from cogen.config import validate
+from cogen.config import check_types, validate
 
 from conftest import CONF, compose_train
 
@@ -34,7 +36,20 @@ def test_every_experiment_is_listed_and_composes():
         assert cfg.task == folder.name
 
 
-@pytest.mark.parametrize("model", options("model"))
+def family(model: str) -> str:
+    """The LightningModule class a model option builds, e.g. 'cogen.models.gan.GAN'."""
+    return compose_train(f"model={model}").model._target_
+
+
+GAN_MODELS = [m for m in options("model") if family(m) == "cogen.models.gan.GAN"]
+VAE_MODELS = [m for m in options("model") if family(m) == "cogen.models.vae.VAE"]
+
+
+def test_every_model_option_has_a_family_test():
+    assert sorted(GAN_MODELS + VAE_MODELS) == options("model"), "a model option no instantiate test covers"
+
+
+@pytest.mark.parametrize("model", GAN_MODELS)
 @pytest.mark.parametrize("data", ["ring8", "grid25"])
 def test_model_and_data_instantiate_and_step(model, data):
     import torch
@@ -52,3 +67,33 @@ def test_model_and_data_instantiate_and_step(model, data):
 def test_eval_config_composes():
     cfg = compose_train("ckpt_path=x.ckpt", config_name="eval")
     assert cfg.task == "eval" and cfg.ckpt_path == "x.ckpt"
+
+
+@pytest.mark.parametrize("model", VAE_MODELS)
+@pytest.mark.parametrize("data", ["digits", "mnist", "fashion_mnist"])
+def test_vae_and_image_data_instantiate_and_step(model, data, tmp_path):
+    import torch
+
+    from cogen.models.vae import VAE
+
+    overrides = [f"model={model}", f"data={data}", "data.num_samples=300", "data.val_size=100"]
+    if data == "mnist":
+        from test_images import fake_mnist
+
+        overrides.append(f"data.root={fake_mnist(tmp_path, gz=False)}")
+    elif data == "fashion_mnist" and not Path(compose_train("data=fashion_mnist").data.root).is_dir():
+        pytest.skip("apt-get install dataset-fashion-mnist (make install does)")
+    cfg = compose_train(*overrides)
+    check_types(cfg.data, "data")
+    check_types(cfg.model, "model")
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    vae = instantiate(cfg.model, _convert_="all")
+    assert isinstance(vae, VAE)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (cfg.data.batch_size, *cfg.data.shape) and y.shape == (cfg.data.batch_size,)
+    out = vae.bounds(x)
+    loss = -out["bound"].mean()
+    loss.backward()
+    assert torch.isfinite(loss) and out["elbo"].shape == (cfg.data.batch_size,)
+    assert vae.log_weights(x[:4], 7).shape == (7, 4)

@@ -1,0 +1,99 @@
+"""PNG grids of a generative image model: reconstructions (inputs above their reconstructions),
+samples from the prior, and latent traversals (one row per latent dimension, the most used
+first). Written under `dirpath` every `every_n_epochs` validation epochs and at the end of
+training, and logged to W&B with `WandbLogger.log_image` when a WandbLogger is present.
+
+The model provides `reconstruct(x)`, `generate(z)`, `latent_dim`, and for traversals
+`active_dims(x, n)` and `traverse(x, dims, values)`; what it lacks is skipped.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+
+def image_grid(images: torch.Tensor, nrow: int, pad: int = 1, min_cell: int = 28) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] -> an (rows*H', nrow*W'[, 3]) float array; small images are
+    enlarged by an integer factor (nearest neighbour) to at least `min_cell` pixels."""
+    x = images.detach().float().cpu().clamp(0, 1)
+    n, c, h, w = x.shape
+    scale = max(1, math.ceil(min_cell / max(h, w)))
+    x = x.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    h, w = h * scale, w * scale
+    rows = math.ceil(n / nrow)
+    grid = torch.ones(c, rows * (h + pad) + pad, nrow * (w + pad) + pad)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = x[i]
+    grid = grid.numpy()
+    return grid[0] if c == 1 else grid[:3].transpose(1, 2, 0)
+
+
+def save_grid(images: torch.Tensor, nrow: int, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid = image_grid(images, nrow)
+    plt.imsave(path, grid, cmap="gray" if grid.ndim == 2 else None, vmin=0.0, vmax=1.0)
+    return path
+
+
+class ImageGrid(pl.Callback):
+    def __init__(self, dirpath: str, every_n_epochs: int = 1, n_images: int = 64, n_traversal_dims: int = 8,
+                 traversal_steps: int = 9, traversal_range: float = 3.0, seed: int = 0):
+        self.dirpath, self.every_n_epochs = Path(dirpath), every_n_epochs
+        self.n_images, self.n_traversal_dims = n_images, n_traversal_dims
+        self.traversal_steps, self.traversal_range, self.seed = traversal_steps, traversal_range, seed
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not self.every_n_epochs:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.plot(trainer, pl_module, f"epoch{trainer.current_epoch:04d}")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.plot(trainer, pl_module, "final")
+
+    def _reference_images(self, trainer) -> torch.Tensor:
+        """The first validation images, the same every time."""
+        dm = trainer.datamodule
+        images, _ = dm.splits["val"] if getattr(dm, "splits", None) else next(iter(trainer.val_dataloaders))
+        return images[: self.n_images]
+
+    @rank_zero_only
+    def plot(self, trainer, pl_module, name: str) -> None:
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            paths = self.grids(pl_module, self._reference_images(trainer).to(pl_module.device), name)
+        finally:
+            pl_module.train(was_training)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                for key, path in paths.items():
+                    logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
+
+    def grids(self, model, x: torch.Tensor, name: str) -> dict[str, Path]:
+        nrow = max(1, math.isqrt(len(x)))
+        paths = {}
+        recon = model.reconstruct(x)
+        pairs = torch.stack([x, recon], dim=1)  # each input above its reconstruction
+        pairs = torch.cat([pairs[i: i + nrow].transpose(0, 1).flatten(0, 1) for i in range(0, len(x), nrow)])
+        paths["reconstructions"] = save_grid(pairs, nrow, self.dirpath / f"reconstructions_{name}.png")
+        z = torch.randn(len(x), model.latent_dim, generator=torch.Generator().manual_seed(self.seed)).to(x)
+        paths["samples"] = save_grid(model.generate(z), nrow, self.dirpath / f"samples_{name}.png")
+        if hasattr(model, "traverse") and self.n_traversal_dims:
+            dims = model.active_dims(x, min(self.n_traversal_dims, model.latent_dim))
+            values = torch.linspace(-self.traversal_range, self.traversal_range, self.traversal_steps)
+            paths["traversals"] = save_grid(model.traverse(x, dims, values), self.traversal_steps,
+                                            self.dirpath / f"traversals_{name}.png")
+        return paths

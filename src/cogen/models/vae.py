@@ -1,0 +1,191 @@
+"""The VAE family: one LightningModule for the VAE (Kingma & Welling 2014), the beta-VAE
+weighting of its KL term, and the IWAE (Burda, Grosse & Salakhutdinov 2016).
+
+q(z|x) is a diagonal Gaussian from the encoder, p(z) = N(0, I), and p(x|z) is read from
+the decoder's output by the likelihood (Bernoulli, or Gaussian). With z_i = mu + sigma * eps_i
+(the reparameterisation) and log w_i = log p(x|z_i) + beta * (log p(z_i) - log q(z_i|x)):
+
+- objective="elbo": maximise (1/k) sum_i log p(x|z_i) - beta * KL(q(z|x) || p(z)), the KL in
+  closed form (k=1, beta=1 is the VAE of Kingma & Welling);
+- objective="iwae": maximise log (1/k) sum_i w_i, the importance-weighted bound (Burda et al.).
+
+Every epoch logs, per image in nats: ELBO, reconstruction error -E_q log p(x|z), KL, and on
+the validation and test sets the IWAE estimate of log p(x) with `val_k` / `test_k` samples
+(k=5000 is the paper's test protocol), drawn from a fixed seed so a checkpoint scores the same
+every time.
+"""
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from cogen.config import CogenError
+from cogen.metrics.elbo import ELBO, IWAELogLikelihood, KLDivergence, ReconstructionError, iwae_bound
+
+OBJECTIVES = ("elbo", "iwae")
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _metrics(with_log_likelihood: bool) -> nn.ModuleDict:
+    metrics = {"elbo": ELBO(), "recon": ReconstructionError(), "kl": KLDivergence()}
+    if with_log_likelihood:
+        metrics["log_likelihood"] = IWAELogLikelihood()
+    return nn.ModuleDict(metrics)
+
+
+class VAE(pl.LightningModule):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        likelihood: nn.Module,
+        latent_dim: int,
+        objective: str = "elbo",
+        k: int = 1,
+        beta: float = 1.0,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        adam_eps: float = 1e-4,
+        val_k: int = 100,
+        test_k: int = 5000,
+        k_chunk: int = 500,
+        eval_seed: int = 2333,
+    ):
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise CogenError(f"model.objective={objective!r}: use 'elbo' (the VAE) or 'iwae' (Burda et al. 2016).")
+        for name, value in (("k", k), ("val_k", val_k), ("test_k", test_k), ("k_chunk", k_chunk)):
+            if value < 1:
+                raise CogenError(f"model.{name}={value}: the number of importance samples must be at least 1.")
+        self.save_hyperparameters(ignore=["encoder", "decoder", "likelihood"])
+        self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
+        self.latent_dim = latent_dim
+        self.train_metrics = _metrics(with_log_likelihood=objective == "iwae")
+        self.val_metrics = _metrics(with_log_likelihood=True)
+        self.test_metrics = _metrics(with_log_likelihood=True)
+        self._eval_noise: torch.Generator | None = None
+
+    # -- the model --------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of q(z|x), each (B, latent_dim)."""
+        return self.encoder(x)
+
+    @staticmethod
+    def kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """KL(N(mu, exp(logvar)) || N(0, I)) per example, in closed form."""
+        return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+
+    def sample_terms(self, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, k: int,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """k reparameterised draws z_i ~ q(z|x): returns log p(x|z_i) and log p(z_i) - log q(z_i|x), each (k, B)."""
+        eps = torch.randn((k, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + (0.5 * logvar).exp() * eps
+        log_px_z = self.likelihood.log_prob(self.decoder(z), x)
+        log_pz = (-0.5 * z.pow(2) - HALF_LOG_2PI).sum(-1)
+        log_qz = (-0.5 * eps.pow(2) - 0.5 * logvar - HALF_LOG_2PI).sum(-1)
+        return log_px_z, log_pz - log_qz
+
+    @torch.no_grad()
+    def log_weights(self, x: torch.Tensor, k: int, chunk: int | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """log p(x, z_i) - log q(z_i|x) for k draws per example, (k, B); drawn `chunk` at a time."""
+        mu, logvar = self.encode(x)
+        chunk = chunk or self.hparams.k_chunk
+        parts = []
+        for start in range(0, k, chunk):
+            log_px_z, log_prior_ratio = self.sample_terms(x, mu, logvar, min(chunk, k - start), generator)
+            parts.append(log_px_z + log_prior_ratio)
+        return torch.cat(parts)
+
+    def bounds(self, x: torch.Tensor, k: int | None = None) -> dict[str, torch.Tensor]:
+        """The training objective and its parts, per example (B,), from k draws (with gradients)."""
+        k = k or self.hparams.k
+        mu, logvar = self.encode(x)
+        log_px_z, log_prior_ratio = self.sample_terms(x, mu, logvar, k)
+        recon, kl, beta = -log_px_z.mean(0), self.kl(mu, logvar), self.hparams.beta
+        out = {"recon": recon, "kl": kl, "elbo": -recon - kl}
+        if self.hparams.objective == "iwae":
+            out["log_weights"] = log_px_z + beta * log_prior_ratio
+            out["bound"] = iwae_bound(out["log_weights"], dim=0)
+        else:
+            out["bound"] = -recon - beta * kl
+        return out
+
+    # -- training ---------------------------------------------------------------------------
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas),
+                                eps=self.hparams.adam_eps)
+
+    def training_step(self, batch, batch_idx: int):
+        x, _ = batch
+        out = self.bounds(x)
+        loss = -out["bound"].mean()
+        metrics = self.train_metrics
+        for name in ("elbo", "recon", "kl"):
+            metrics[name].update(out[name])
+        if "log_likelihood" in metrics:
+            metrics["log_likelihood"].update(out["log_weights"])
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False)
+        self.log_dict({self._name("train", name): m for name, m in metrics.items()}, on_step=False, on_epoch=True)
+        return loss
+
+    def _name(self, stage: str, metric: str) -> str:
+        # In training, the IWAE metric is the k-sample training bound, not a likelihood estimate.
+        return f"{stage}/iwae_bound" if (stage, metric) == ("train", "log_likelihood") else f"{stage}/{metric}"
+
+    # -- evaluation -------------------------------------------------------------------------
+    def _start_eval(self) -> None:
+        self._eval_noise = torch.Generator(device=self.device).manual_seed(self.hparams.eval_seed)
+
+    on_validation_epoch_start = _start_eval
+    on_test_epoch_start = _start_eval
+
+    @torch.no_grad()
+    def _eval_step(self, batch, metrics: nn.ModuleDict, k: int, stage: str) -> None:
+        x, _ = batch
+        mu, logvar = self.encode(x)
+        log_px_z, _ = self.sample_terms(x, mu, logvar, 1, self._eval_noise)
+        recon, kl = -log_px_z[0], self.kl(mu, logvar)
+        metrics["elbo"].update(-recon - kl)
+        metrics["recon"].update(recon)
+        metrics["kl"].update(kl)
+        metrics["log_likelihood"].update(self.log_weights(x, k, generator=self._eval_noise))
+        self.log_dict({f"{stage}/{name}": m for name, m in metrics.items()}, on_step=False, on_epoch=True,
+                      batch_size=len(x))
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, self.hparams.val_k, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, self.hparams.test_k, "test")
+
+    # -- images -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean image at the posterior mean of each input."""
+        return self.likelihood.mean(self.decoder(self.encode(x)[0]))
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """Mean images of p(x|z) for latents z ~ p(z) given by the caller, (n, latent_dim)."""
+        return self.likelihood.mean(self.decoder(z))
+
+    @torch.no_grad()
+    def active_dims(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """The n latent dimensions with the largest average KL on x (the ones the model uses)."""
+        mu, logvar = self.encode(x)
+        per_dim = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)
+        return per_dim.argsort(descending=True)[:n]
+
+    @torch.no_grad()
+    def traverse(self, x: torch.Tensor, dims: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Mean images as one latent dimension at a time sweeps `values`, the others held at the
+        posterior mean of the single image x: (len(dims) * len(values), C, H, W), row by row."""
+        mu, _ = self.encode(x[:1])
+        z = mu.repeat(len(dims) * len(values), 1)
+        rows = torch.arange(len(dims), device=z.device).repeat_interleave(len(values))
+        z[torch.arange(len(z), device=z.device), dims.to(z.device)[rows]] = values.to(z).repeat(len(dims))
+        return self.generate(z)
