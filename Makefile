@@ -2,16 +2,20 @@
 PY ?= python3
 EXP ?= pacgan_2d
 ARGS ?=
+SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export WANDB_SILENT ?= true
 
-.PHONY: help install train test test-fast table bench clean
+.PHONY: help install train test test-fast table bench wandb-sweep clean
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 .installed: pyproject.toml
 	@# The CPU build of torch unless one is already installed (a GPU user keeps theirs).
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev,sweeps]"
+	@# The real Fashion-MNIST (data=fashion_mnist) from Debian, unless it is already there.
+	@test -d /usr/share/datasets/fashion-mnist || { $(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist; } \
+	  || echo "warning: could not apt-get install dataset-fashion-mnist; data=fashion_mnist will say what is missing"
 	@touch $@
 
 install: .installed ## install cogen and its test tools into the current Python
@@ -30,6 +34,9 @@ table: .installed ## build a reproduced table: make table EXP=pacgan_2d ARGS="pr
 
 bench: .installed ## framework overhead against plain PyTorch loops
 	$(PY) benchmarks/gan_overhead.py $(ARGS)
+
+wandb-sweep: .installed ## register sweep.yaml with W&B (needs `wandb login` and network), then run `wandb agent <id>`
+	timeout 120 wandb sweep sweep.yaml
 
 clean: ## remove run outputs
 	rm -rf outputs/* wandb lightning_logs .pytest_cache

@@ -1,6 +1,9 @@
 """Two-process CPU DDP (gloo), alone and inside a Hydra multirun: one output folder and one
 summary per job, and the child rank never starts a sweep of its own."""
+import csv
+
 import pytest
+import torch
 
 from conftest import FAST, cli, summary
 
@@ -25,3 +28,24 @@ def test_ddp_cpu_inside_a_multirun(tmp_path):
         assert (sweep / job / "train_ddp_process_1.log").exists()
         assert not list((sweep / job).glob("**/multirun.yaml")), "a child rank started its own sweep"
     assert not (tmp_path / "outputs").exists()
+
+
+
+def test_ddp_cpu_matches_one_process_with_the_same_global_batch(tmp_path):
+    """Both ranks draw the global batch and its noise and keep their halves, and the generator's
+    BatchNorm uses the global batch's statistics: 2 processes train what 1 process trains, to
+    float rounding. Each rank scores half of the fixed noise and the metric states are summed:
+    the 2-process test metrics are the 1-process ones."""
+    run = [*FAST, "trainer.limit_train_batches=8", "trainer.log_every_n_steps=1", "data.mixture.std=0.5",
+           "test_ckpt=last", "callbacks.sample_plot=null"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    cli("cogen.train", *run, f"hydra.run.dir={one}")
+    cli("cogen.train", *run, "trainer=ddp_cpu", f"hydra.run.dir={two}")
+    losses = [[float(r["train/g_loss"]) for r in csv.DictReader((d / "metrics.csv").open()) if r.get("train/g_loss")]
+              for d in (one, two)]
+    assert len(losses[0]) == 8 and losses[1] == pytest.approx(losses[0], rel=1e-5)
+    weights = [torch.load(d / "checkpoints/last.ckpt", weights_only=False)["state_dict"] for d in (one, two)]
+    assert max((weights[0][k] - weights[1][k]).abs().max().item() for k in weights[0]) < 1e-5
+    a, b = summary(one)["metrics"], summary(two)["metrics"]
+    for key in ("test/modes", "test/hq_pct", "test/reverse_kl"):
+        assert b[key] == pytest.approx(a[key], rel=1e-5), key

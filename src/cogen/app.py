@@ -3,6 +3,7 @@ failures into one short message instead of a traceback."""
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ from omegaconf import DictConfig, open_dict
 from rich.console import Console
 
 from cogen.config import CogenError, validate
-from cogen.utils.run_files import completed_summary, run_id_for, write_run_info, write_summary
+from cogen.utils.run_files import (completed_summary, resumable_checkpoint, run_id_for, write_run_info,
+                                   write_summary)
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -60,6 +62,16 @@ def _finish_job() -> None:
         os.environ.pop(key, None)
 
 
+def _auto_resume(cfg: DictConfig) -> str | None:
+    """The checkpoint `resume=auto` continues from (None: start afresh), announced on stderr."""
+    from cogen.config import hydra_overrides
+
+    roots = [Path(cfg.paths.output_dir), Path(cfg.paths.log_dir) / cfg.task]
+    ckpt = resumable_checkpoint([r for r in roots if r.is_dir()], hydra_overrides())
+    console.print(f"[dim]resume=auto: {'resuming ' + ckpt if ckpt else 'no unfinished run to resume; starting afresh'}[/]")
+    return ckpt
+
+
 def entry_point(job: Callable[[DictConfig], dict]) -> Callable[[DictConfig], float | None]:
     """Wraps a Hydra task: schema check, run id and run files first; a short message and a
     `failed` summary.json on a known error. A failed job of a multirun does not stop the sweep."""
@@ -74,6 +86,8 @@ def entry_point(job: Callable[[DictConfig], dict]) -> Callable[[DictConfig], flo
         try:
             validate(cfg)
             with open_dict(cfg):
+                if cfg.get("resume") == "auto" and not cfg.get("ckpt_path"):
+                    cfg.ckpt_path = _auto_resume(cfg)
                 cfg.run_id = run_id_for(cfg.get("ckpt_path"))
             write_run_info(out, cfg)
             return job(cfg).get("objective")
@@ -85,6 +99,13 @@ def entry_point(job: Callable[[DictConfig], dict]) -> Callable[[DictConfig], flo
             if _is_multirun():
                 return None
             sys.exit(1)
+        except Exception as e:
+            # An unforeseen error: a lone run shows the traceback; a multirun job records it and the sweep goes on.
+            write_summary(out, cfg, status="failed", error=f"{type(e).__name__}: {e}")
+            if not _is_multirun():
+                raise
+            logging.getLogger(__name__).exception("job failed; the sweep goes on")
+            return None
         finally:
             _finish_job()
 

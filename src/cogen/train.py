@@ -2,6 +2,7 @@
 write summary.json. Every part comes from its config group through `instantiate`."""
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -51,7 +52,9 @@ def run(cfg: DictConfig) -> dict:
         console.print(f"[bold green]done[/] {out}  summary.json, metrics.csv, samples/, checkpoints/")
         shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("test/") and v is not None}
         console.print(f"test metrics: {shown}")
-    return {"summary": summary, "objective": metrics.get(cfg.get("objective_metric", ""), None)}
+    objective = metrics.get(cfg.get("objective_metric") or "")
+    # None, not NaN, for a sweeper: Optuna 2 records a returned None as a failed trial but crashes on NaN.
+    return {"summary": summary, "objective": objective if objective is not None and math.isfinite(objective) else None}
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -61,4 +64,8 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
-    main()
+    # Run the importable copy: joblib, submitit and Ray pickle the task by reference only then
+    # (`__main__.main` is pickled by value, with the unpicklable console it reaches).
+    from cogen.train import main as importable_main
+
+    importable_main()

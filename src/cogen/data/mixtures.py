@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
 class GaussianMixture:
@@ -48,11 +48,21 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
-class EpochBatchSampler(Sampler[torch.Tensor]):
-    """Yields index tensors of whole batches; `set_epoch` (called by Lightning) reshuffles."""
+class EpochBatchSampler(DistributedSampler):
+    """Yields index tensors of whole batches; `set_epoch` (called by Lightning) reshuffles.
 
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
+    Under DDP every rank draws the same global batch and keeps its own slice, so a run on
+    `world_size` processes sees the batches of a one-process run (being a DistributedSampler,
+    Lightning leaves it in place). `skip` drops the first batches of one epoch: what a
+    mid-epoch checkpoint had already trained on.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 skip: tuple[int, int] | None = None):
+        if batch_size % world_size:
+            raise ValueError(f"data.batch_size={batch_size} must be divisible by the {world_size} DDP processes")
+        super().__init__(range(n), num_replicas=world_size, rank=rank, shuffle=False, seed=seed)
+        self.n, self.batch_size, self.world_size, self.skip = n, batch_size, world_size, skip
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -62,7 +72,11 @@ class EpochBatchSampler(Sampler[torch.Tensor]):
 
     def __iter__(self):
         order = epoch_permutation(self.n, self.seed, self.epoch)
-        yield from order[: len(self) * self.batch_size].view(len(self), self.batch_size)
+        batches = order[: len(self) * self.batch_size].view(len(self), self.world_size, -1)[:, self.rank]
+        start = 0
+        if self.skip is not None and self.skip[0] == self.epoch:
+            start, self.skip = self.skip[1], None
+        yield from batches[start:]
 
 
 class TensorRows(Dataset):
@@ -90,6 +104,7 @@ class MixtureDataModule(pl.LightningDataModule):
         self.num_samples, self.batch_size, self.pack = num_samples, batch_size, pack
         self.eval_samples, self.seed = eval_samples, seed
         self.train_rows: torch.Tensor | None = None
+        self._resume_at: tuple[int, int] | None = None
 
     @property
     def dim(self) -> int:
@@ -105,8 +120,23 @@ class MixtureDataModule(pl.LightningDataModule):
             self.eval_rows = self.mixture.sample(self.eval_samples, torch.Generator().manual_seed(self.seed + 1))
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochBatchSampler(self.num_samples, self.batch_size, self.seed)
+        """`batch_size` is the global batch: each DDP rank takes its slice."""
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = EpochBatchSampler(self.num_samples, self.batch_size, self.seed, rank, world, self._resume_at)
+        self._resume_at = None
         return DataLoader(TensorRows(self.train_rows), sampler=sampler, batch_size=None)
+
+    def state_dict(self) -> dict:
+        """Where in the epoch a checkpoint was taken, so that a resumed run skips what it already trained on."""
+        if self.trainer is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": self.trainer.current_epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self._resume_at = (state["epoch"], state["batches_done"])
 
     def _eval_loader(self) -> DataLoader:
         return DataLoader(TensorRows(self.eval_rows.unsqueeze(0)), batch_size=None)

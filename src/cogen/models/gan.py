@@ -15,6 +15,8 @@ from torch import nn
 from torch.func import functional_call
 from torchmetrics import Metric, MetricCollection
 
+from cogen.nets.global_bn import use_global_batchnorm
+
 
 class GAN(pl.LightningModule):
     def __init__(
@@ -47,9 +49,14 @@ class GAN(pl.LightningModule):
         return torch.randn(n, self.noise_dim, generator=torch.Generator().manual_seed(seed))
 
     def setup(self, stage: str) -> None:
-        """Each DDP rank draws its own noise; rank 0 keeps the stream of a lone run."""
-        if stage == "fit" and self.trainer.global_rank > 0:
-            self._noise.manual_seed(self.hparams.seed + 7919 * self.trainer.global_rank)
+        """Under DDP the generator's BatchNorm uses the statistics of the global batch, as alone."""
+        if self.trainer.world_size > 1:
+            use_global_batchnorm(self.generator)
+
+    def _rank_slice(self, x: torch.Tensor) -> torch.Tensor:
+        """This DDP rank's contiguous share of a tensor every rank holds whole (all of it alone)."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        return x if world == 1 else x.tensor_split(world)[self.trainer.global_rank]
 
     def configure_optimizers(self):
         betas = tuple(self.hparams.betas)
@@ -77,7 +84,11 @@ class GAN(pl.LightningModule):
 
     def training_step(self, real_packs: torch.Tensor, batch_idx: int):
         opt_d, opt_g = self.optimizers()
-        noise = torch.randn(real_packs.shape[0] * self.pack, self.noise_dim, generator=self._noise).to(real_packs)
+        # Every rank draws the global batch's noise from one shared stream and keeps its slice:
+        # DDP on N processes then trains on the noise of a one-process run (and resumes it).
+        world = self.trainer.world_size
+        noise = torch.randn(world * real_packs.shape[0] * self.pack, self.noise_dim, generator=self._noise)
+        noise = self._rank_slice(noise).to(real_packs)
         d_loss, g_loss = self.losses(real_packs, noise)
         opt_d.zero_grad(set_to_none=True)
         opt_g.zero_grad(set_to_none=True)
@@ -87,7 +98,7 @@ class GAN(pl.LightningModule):
         opt_g.step()
         d_loss, g_loss = d_loss.detach(), g_loss.detach()
         if self._logs_this_step():
-            self.log_dict({"train/d_loss": d_loss, "train/g_loss": g_loss})
+            self.log_dict({"train/d_loss": d_loss, "train/g_loss": g_loss}, sync_dist=True)  # mean over ranks
         return {"d_loss": d_loss, "g_loss": g_loss}
 
     def _logs_this_step(self) -> bool:
@@ -105,18 +116,31 @@ class GAN(pl.LightningModule):
         self.generator.train(was_training)
         return samples
 
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's BatchNorm running statistics before sampling in eval mode."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for buffer in self.generator.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+
+    def on_validation_epoch_start(self) -> None:
+        self._sync_buffers()
+
+    def on_test_epoch_start(self) -> None:
+        self._sync_buffers()
+
+    # Each rank scores its share of the fixed noise; the metric states are summed across ranks.
     def validation_step(self, batch, batch_idx: int) -> None:
-        self.val_metrics.update(self.generate(self.val_noise))
+        self.val_metrics.update(self.generate(self._rank_slice(self.val_noise)))
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute())
+        self.log_dict(self.val_metrics.compute(), sync_dist=True)  # already global: silences Lightning's hint
         self.val_metrics.reset()
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self.test_metrics.update(self.generate(self.test_noise))
+        self.test_metrics.update(self.generate(self._rank_slice(self.test_noise)))
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
+        self.log_dict(self.test_metrics.compute(), sync_dist=True)  # already global: silences Lightning's hint
         self.test_metrics.reset()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -29,12 +30,14 @@ def git_commit() -> str | None:
 
 
 def run_id_for(ckpt_path: str | None) -> str:
-    """A resumed run keeps the id of the run that wrote its checkpoint; a new run gets a new one."""
+    """A resumed run keeps the id of the run that wrote its checkpoint; a new run gets the id a
+    W&B sweep agent assigned (WANDB_RUN_ID), or a new one."""
     if ckpt_path:
         info = Path(ckpt_path).resolve().parent.parent / "run.json"
         if info.is_file():
             return json.loads(info.read_text())["run_id"]
-    return uuid.uuid4().hex[:8]
+    agent_id = os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
+    return agent_id or uuid.uuid4().hex[:8]
 
 
 @rank_zero_only
@@ -80,3 +83,25 @@ def completed_summary(out: Path) -> dict | None:
         return None
     summary = json.loads(path.read_text())
     return summary if summary.get("status") == "completed" else None
+
+
+def _without_resume(overrides) -> list[str]:
+    return sorted(str(o) for o in overrides if not str(o).lstrip("+~").startswith("resume="))
+
+
+def resumable_checkpoint(roots: list[Path], overrides: list[str]) -> str | None:
+    """`resume=auto`: the last.ckpt of the newest run under `roots` whose overrides, `resume`
+    aside, are this run's, unless that run completed. Runs that died before their first
+    checkpoint are passed over. A DDP child rank finds the same file: rank 0 writes no
+    checkpoint before every rank has joined."""
+    wanted, found = _without_resume(overrides), []
+    for root in roots:
+        for record in Path(root).glob("**/.hydra/overrides.yaml"):
+            run = record.parent.parent
+            ckpt = run / "checkpoints" / "last.ckpt"
+            if ckpt.is_file() and _without_resume(OmegaConf.load(record)) == wanted:
+                found.append((ckpt.stat().st_mtime, str(run)))
+    if not found:
+        return None
+    run = Path(max(found)[1])
+    return None if completed_summary(run) else str(run / "checkpoints" / "last.ckpt")
