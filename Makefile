@@ -32,8 +32,10 @@ test-fast: .installed ## the tests not marked slow
 table: .installed ## build a reproduced table: make table EXP=pacgan_2d ARGS="protocol=short"
 	$(PY) -m cogen.table experiment=$(EXP) $(ARGS)
 
-bench: .installed ## framework overhead against plain PyTorch loops
+bench: .installed ## GAN framework overhead vs plain PyTorch, multirun throughput (basic vs joblib), ensemble vs lone loops
 	$(PY) benchmarks/gan_overhead.py $(ARGS)
+	$(PY) benchmarks/multirun_throughput.py
+	$(PY) benchmarks/ensemble_throughput.py
 
 wandb-sweep: .installed ## register sweep.yaml with W&B (needs `wandb login` and network), then run `wandb agent <id>`
 	timeout 120 wandb sweep sweep.yaml
