@@ -7,6 +7,7 @@ with the annotation of the parameter it feeds, before anything is built.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -14,6 +15,9 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the config tree every entry point composes
 
 
 class CogenError(Exception):

@@ -40,12 +40,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from cogen.callbacks.run_config import CHECKPOINT_KEY
-from cogen.config import validate
+from cogen.config import CONF_DIR, validate
 from cogen.data.mixtures import epoch_permutation
 from cogen.nets.mlp import Maxout
 from cogen.utils.run_files import run_id_for, write_run_info, write_summary
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 @dataclass
@@ -59,7 +58,7 @@ class Member:
 
 def build_member(overrides: list[str], out: str | Path) -> Member:
     """`cogen.train.run`'s first steps: compose, validate, seed_everything, data, model."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         full = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
     cfg = OmegaConf.masked_copy(full, [k for k in full if k != "hydra"])
     with open_dict(cfg):

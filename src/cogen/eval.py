@@ -14,8 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cogen.app import build_trainer, console, entry_point
 from cogen.callbacks.run_config import CHECKPOINT_KEY
-from cogen.config import CogenError
-from cogen.train import CONF_DIR
+from cogen.config import CONF_DIR, CogenError
 from cogen.utils.run_files import write_summary
 
 
@@ -44,7 +43,7 @@ def run(cfg: DictConfig) -> dict:
     return {"summary": summary, "objective": None}
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def main(cfg: DictConfig):
     return entry_point(run)(cfg)
 

@@ -25,11 +25,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from rich.console import Console
 
+from cogen.config import CONF_DIR
 from cogen.utils.aggregate import (Group, Run, TableSpec, aggregate, blocks, find_runs, read_paper, row_values, to_csv,
                                    to_markdown, to_tex, wall_time)
 
 ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = ROOT / "conf"
 OWN_KEYS = ("experiment", "protocol", "skip_completed")   # set by the builder; not part of a job's folder name
 OPTIONS = {"experiment": None, "protocol": None, "seeds": None, "runs": None, "out": None, "jobs": None, "run": "true"}
 console = Console(soft_wrap=True)

@@ -13,10 +13,10 @@ from omegaconf import DictConfig
 
 from cogen.app import build_trainer, console, entry_point, instantiate_each
 from cogen.callbacks.run_config import StoreRunConfig
+from cogen.config import CONF_DIR
 from cogen.utils import ddp
 from cogen.utils.run_files import write_summary
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def test_checkpoint(trainer: pl.Trainer, which: str) -> str | None:
@@ -57,7 +57,7 @@ def run(cfg: DictConfig) -> dict:
     return {"summary": summary, "objective": objective if objective is not None and math.isfinite(objective) else None}
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig):
     ddp.install()
     return entry_point(run)(cfg)
