@@ -13,7 +13,9 @@ from omegaconf import DictConfig
 
 from cogen.app import build_trainer, console, entry_point, instantiate_each
 from cogen.callbacks.run_config import StoreRunConfig
+from cogen.collab import build_mode
 from cogen.config import CONF_DIR
+from cogen.metrics.domain import cards
 from cogen.utils import ddp
 from cogen.utils.run_files import write_summary
 
@@ -31,8 +33,9 @@ def test_checkpoint(trainer: pl.Trainer, which: str) -> str | None:
 def run(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
+    collab = build_mode(cfg.get("collab"))  # before the model: a mode that cannot work here says so first
     model = instantiate(cfg.model, _convert_="all")
-    trainer = build_trainer(cfg, instantiate_each(cfg.get("callbacks")) + [StoreRunConfig(cfg)])
+    trainer = build_trainer(cfg, instantiate_each(cfg.get("callbacks")) + collab + [StoreRunConfig(cfg)])
     out, started = Path(cfg.paths.output_dir), time.perf_counter()
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -45,7 +48,7 @@ def run(cfg: DictConfig) -> dict:
         metrics.update(results)
     summary = write_summary(
         out, cfg, status="completed", metrics=metrics, global_step=trainer.global_step,
-        epochs=trainer.current_epoch, tested_ckpt=tested, fit_s=round(fit_s, 2),
+        epochs=trainer.current_epoch, tested_ckpt=tested, fit_s=round(fit_s, 2), feature_nets=cards(model, *collab),
         wall_s=round(time.perf_counter() - started, 2),
     )
     if trainer.is_global_zero:

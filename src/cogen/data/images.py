@@ -47,14 +47,16 @@ class ImageDataModule(pl.LightningDataModule):
     shape: (channels, height, width), checked against the loaded images (models read it from
     the config). val_size / test_size: a count or a fraction; test_size is used only by a data
     set with no test set of its own. num_samples: keep only this many training images.
+    num_classes: how many classes the labels name (0..num_classes-1), for class-conditional models.
     """
 
     name = "images"
 
     def __init__(self, shape: list[int], batch_size: int = 100, eval_batch_size: int = 500,
                  val_size: float = 0.1, test_size: float = 0.2, binarize: bool = True,
-                 num_samples: int | None = None, seed: int = 0, split_seed: int = 0):
+                 num_samples: int | None = None, seed: int = 0, split_seed: int = 0, num_classes: int | None = None):
         super().__init__()
+        self.num_classes = num_classes
         self.shape = tuple(int(s) for s in shape)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.test_size, self.binarize = val_size, test_size, binarize
@@ -106,6 +108,10 @@ class ImageDataModule(pl.LightningDataModule):
             if len(images) == 0:
                 raise CogenError(f"the {self.name} {name} split is empty: check data.val_size, data.test_size "
                                  f"and data.num_samples.")
+        top = int(max(labels.max() for _, labels in splits.values()))
+        if self.num_classes is not None and top >= self.num_classes:
+            raise CogenError(f"data.num_classes={self.num_classes}, but the {self.name} labels go up to {top}. "
+                             f"Set data.num_classes={top + 1}.")
         self.splits = splits
 
     def sizes(self) -> dict[str, int]:
@@ -151,8 +157,10 @@ class IdxDataModule(ImageDataModule):
 
     def __init__(self, root: str, files: dict[str, str], shape: list[int], name: str = "IDX", missing_hint: str = "",
                  batch_size: int = 100, eval_batch_size: int = 500, val_size: float = 10_000, test_size: float = 0.0,
-                 binarize: bool = True, num_samples: int | None = None, seed: int = 0, split_seed: int = 0):
-        super().__init__(shape, batch_size, eval_batch_size, val_size, test_size, binarize, num_samples, seed, split_seed)
+                 binarize: bool = True, num_samples: int | None = None, seed: int = 0, split_seed: int = 0,
+                 num_classes: int | None = None):
+        super().__init__(shape, batch_size, eval_batch_size, val_size, test_size, binarize, num_samples, seed, split_seed,
+                         num_classes)
         self.root, self.name, self.missing_hint = root, name, missing_hint
         self.files = {key: self._find(Path(root).expanduser(), file) for key, file in dict(files).items()}
         missing = [files[key] for key, path in self.files.items() if path is None]

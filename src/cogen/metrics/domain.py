@@ -86,9 +86,15 @@ def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: 
 
 
 def train_classifier(splits: dict, shape: list[int], num_classes: int) -> tuple[DomainClassifier, dict]:
-    """The fixed recipe (Adam, `RECIPE`), deterministic on CPU; returns the net and its accuracies."""
+    """The fixed recipe (Adam, `RECIPE`), deterministic on CPU; returns the net and its accuracies.
+    It runs under a forked RNG: a run that trains it draws the same numbers as one that loads it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RECIPE["seed"])
+        return _train(splits, shape, num_classes)
+
+
+def _train(splits: dict, shape: list[int], num_classes: int) -> tuple[DomainClassifier, dict]:
     g = torch.Generator().manual_seed(RECIPE["seed"])
-    torch.manual_seed(RECIPE["seed"])
     net = DomainClassifier(shape, num_classes, RECIPE["width"], RECIPE["num_features"])
     opt = torch.optim.Adam(net.parameters(), lr=RECIPE["lr"])
     x, y = splits["train"]
@@ -151,6 +157,19 @@ def domain_classifier(data: DictConfig, artifacts_dir: str = "artifacts", versio
     net.eval().requires_grad_(False)
     _LOADED[path] = net
     return net
+
+
+def cards(*objects: Any) -> list[dict]:
+    """The cards of every domain classifier inside these modules or objects (a model, callbacks),
+    so that summary.json says which feature network scored the run."""
+    found: dict[str, dict] = {}
+    for obj in objects:
+        roots = [obj] if isinstance(obj, nn.Module) else [v for v in vars(obj).values() if isinstance(v, nn.Module)]
+        for root in roots:
+            for sub in root.modules():
+                if isinstance(sub, DomainClassifier) and sub.card:
+                    found[sub.card["sha256"]] = sub.card
+    return list(found.values())
 
 
 class _Features(nn.Module):

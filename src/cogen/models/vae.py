@@ -13,6 +13,11 @@ Every epoch logs, per image in nats: ELBO, reconstruction error -E_q log p(x|z),
 the validation and test sets the IWAE estimate of log p(x) with `val_k` / `test_k` samples
 (k=5000 is the paper's test protocol), drawn from a fixed seed so a checkpoint scores the same
 every time.
+
+With `num_classes` > 0 it is the conditional VAE (Sohn, Lee & Yan 2015): q(z|x,y) and p(x|z,y)
+read the one-hot label y, every bound above is of log p(x|y), and `sample(n, labels)` draws
+images of the requested classes (collab=prompt_guided sets num_classes from the data).
+`complete` fills in the missing pixels of partly observed images (collab=co_creation).
 """
 from __future__ import annotations
 
@@ -53,6 +58,7 @@ class VAE(pl.LightningModule):
         test_k: int = 5000,
         k_chunk: int = 500,
         eval_seed: int = 2333,
+        num_classes: int = 0,
     ):
         super().__init__()
         if objective not in OBJECTIVES:
@@ -62,16 +68,32 @@ class VAE(pl.LightningModule):
                 raise CogenError(f"model.{name}={value}: the number of importance samples must be at least 1.")
         self.save_hyperparameters(ignore=["encoder", "decoder", "likelihood"])
         self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
-        self.latent_dim = latent_dim
+        self.latent_dim, self.num_classes = latent_dim, num_classes
         self.train_metrics = _metrics(with_log_likelihood=objective == "iwae")
         self.val_metrics = _metrics(with_log_likelihood=True)
         self.test_metrics = _metrics(with_log_likelihood=True)
         self._eval_noise: torch.Generator | None = None
 
     # -- the model --------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-variance of q(z|x), each (B, latent_dim)."""
-        return self.encoder(x)
+    def labels_for(self, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """The labels the nets read: None for an unconditional VAE; for a conditional one, `y`,
+        or when no class is given the classes in turn (0, 1, ..., K-1, 0, ...)."""
+        if not self.num_classes:
+            if y is not None:
+                raise CogenError("model.num_classes=0: this VAE is unconditional and takes no class labels; "
+                                 "compose it with collab=prompt_guided to make it class-conditional.")
+            return None
+        return torch.arange(n, device=self.device) % self.num_classes if y is None else y
+
+    def _enc(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(x) if y is None else self.encoder(x, y)
+
+    def _dec(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.decoder(z) if y is None else self.decoder(z, y)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of q(z|x[,y]), each (B, latent_dim)."""
+        return self._enc(x, self.labels_for(y, len(x)))
 
     @staticmethod
     def kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -79,32 +101,33 @@ class VAE(pl.LightningModule):
         return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
 
     def sample_terms(self, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, k: int,
-                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     generator: torch.Generator | None = None,
+                     y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """k reparameterised draws z_i ~ q(z|x): returns log p(x|z_i) and log p(z_i) - log q(z_i|x), each (k, B)."""
         eps = torch.randn((k, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + (0.5 * logvar).exp() * eps
-        log_px_z = self.likelihood.log_prob(self.decoder(z), x)
+        log_px_z = self.likelihood.log_prob(self._dec(z, self.labels_for(y, len(x))), x)
         log_pz = (-0.5 * z.pow(2) - HALF_LOG_2PI).sum(-1)
         log_qz = (-0.5 * eps.pow(2) - 0.5 * logvar - HALF_LOG_2PI).sum(-1)
         return log_px_z, log_pz - log_qz
 
     @torch.no_grad()
     def log_weights(self, x: torch.Tensor, k: int, chunk: int | None = None,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+                    generator: torch.Generator | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x, z_i) - log q(z_i|x) for k draws per example, (k, B); drawn `chunk` at a time."""
-        mu, logvar = self.encode(x)
+        mu, logvar = self.encode(x, y)
         chunk = chunk or self.hparams.k_chunk
         parts = []
         for start in range(0, k, chunk):
-            log_px_z, log_prior_ratio = self.sample_terms(x, mu, logvar, min(chunk, k - start), generator)
+            log_px_z, log_prior_ratio = self.sample_terms(x, mu, logvar, min(chunk, k - start), generator, y)
             parts.append(log_px_z + log_prior_ratio)
         return torch.cat(parts)
 
-    def bounds(self, x: torch.Tensor, k: int | None = None) -> dict[str, torch.Tensor]:
+    def bounds(self, x: torch.Tensor, k: int | None = None, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The training objective and its parts, per example (B,), from k draws (with gradients)."""
         k = k or self.hparams.k
-        mu, logvar = self.encode(x)
-        log_px_z, log_prior_ratio = self.sample_terms(x, mu, logvar, k)
+        mu, logvar = self.encode(x, y)
+        log_px_z, log_prior_ratio = self.sample_terms(x, mu, logvar, k, y=y)
         recon, kl, beta = -log_px_z.mean(0), self.kl(mu, logvar), self.hparams.beta
         out = {"recon": recon, "kl": kl, "elbo": -recon - kl}
         if self.hparams.objective == "iwae":
@@ -119,9 +142,14 @@ class VAE(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas),
                                 eps=self.hparams.adam_eps)
 
+    def _split(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images, and the labels a conditional VAE reads (None for an unconditional one)."""
+        x, labels = batch
+        return x, labels if self.num_classes else None
+
     def training_step(self, batch, batch_idx: int):
-        x, _ = batch
-        out = self.bounds(x)
+        x, y = self._split(batch)
+        out = self.bounds(x, y=y)
         loss = -out["bound"].mean()
         metrics = self.train_metrics
         for name in ("elbo", "recon", "kl"):
@@ -145,14 +173,14 @@ class VAE(pl.LightningModule):
 
     @torch.no_grad()
     def _eval_step(self, batch, metrics: nn.ModuleDict, k: int, stage: str) -> None:
-        x, _ = batch
-        mu, logvar = self.encode(x)
-        log_px_z, _ = self.sample_terms(x, mu, logvar, 1, self._eval_noise)
+        x, y = self._split(batch)
+        mu, logvar = self.encode(x, y)
+        log_px_z, _ = self.sample_terms(x, mu, logvar, 1, self._eval_noise, y)
         recon, kl = -log_px_z[0], self.kl(mu, logvar)
         metrics["elbo"].update(-recon - kl)
         metrics["recon"].update(recon)
         metrics["kl"].update(kl)
-        metrics["log_likelihood"].update(self.log_weights(x, k, generator=self._eval_noise))
+        metrics["log_likelihood"].update(self.log_weights(x, k, generator=self._eval_noise, y=y))
         self.log_dict({f"{stage}/{name}": m for name, m in metrics.items()}, on_step=False, on_epoch=True,
                       batch_size=len(x))
 
@@ -164,28 +192,98 @@ class VAE(pl.LightningModule):
 
     # -- images -----------------------------------------------------------------------------
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder's mean image at the posterior mean of each input."""
-        return self.likelihood.mean(self.decoder(self.encode(x)[0]))
+        y = self.labels_for(y, len(x))
+        return self.likelihood.mean(self._dec(self.encode(x, y)[0], y))
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
-        """Mean images of p(x|z) for latents z ~ p(z) given by the caller, (n, latent_dim)."""
-        return self.likelihood.mean(self.decoder(z))
+    def generate(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean images of p(x|z[,y]) for latents z ~ p(z) given by the caller, (n, latent_dim)."""
+        return self.likelihood.mean(self._dec(z, self.labels_for(y, len(z))))
 
     @torch.no_grad()
-    def active_dims(self, x: torch.Tensor, n: int) -> torch.Tensor:
+    def sample(self, n: int, labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images in [0, 1], (n, C, H, W): mean images of p(x|z,y) at z ~ N(0, I), y = `labels`."""
+        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        return self.generate(z, labels)
+
+    @torch.no_grad()
+    def active_dims(self, x: torch.Tensor, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
         """The n latent dimensions with the largest average KL on x (the ones the model uses)."""
-        mu, logvar = self.encode(x)
+        mu, logvar = self.encode(x, y)
         per_dim = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)
         return per_dim.argsort(descending=True)[:n]
 
     @torch.no_grad()
-    def traverse(self, x: torch.Tensor, dims: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    def traverse(self, x: torch.Tensor, dims: torch.Tensor, values: torch.Tensor,
+                 y: torch.Tensor | None = None) -> torch.Tensor:
         """Mean images as one latent dimension at a time sweeps `values`, the others held at the
-        posterior mean of the single image x: (len(dims) * len(values), C, H, W), row by row."""
-        mu, _ = self.encode(x[:1])
+        posterior mean of the single image x (and its class): (len(dims) * len(values), C, H, W), row by row."""
+        y = self.labels_for(y, 1)
+        y = None if y is None else y[:1]
+        mu, _ = self.encode(x[:1], y)
         z = mu.repeat(len(dims) * len(values), 1)
         rows = torch.arange(len(dims), device=z.device).repeat_interleave(len(values))
         z[torch.arange(len(z), device=z.device), dims.to(z.device)[rows]] = values.to(z).repeat(len(dims))
-        return self.generate(z)
+        return self.generate(z, None if y is None else y.expand(len(z)))
+
+    # -- completion (collab=co_creation) -----------------------------------------------------
+    @property
+    def can_complete(self) -> bool:
+        """Whether `complete` is exact for this model: its sampler assumes this class's latents
+        (p(z) = N(0, I), one Gaussian q(z|x)); a subclass with others must override `complete` too."""
+        same = type(self).sample_terms is VAE.sample_terms and type(self).encode is VAE.encode
+        return same or type(self).complete is not VAE.complete
+
+    def _log_weight_at(self, x: torch.Tensor, z: torch.Tensor, params: torch.Tensor, mu: torch.Tensor,
+                       logvar: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) + log p(z) - log q(z|x) at given latents z (B, latent_dim), params = decoder(z)."""
+        log_pz = (-0.5 * z.pow(2) - HALF_LOG_2PI).sum(-1)
+        log_qz = (-0.5 * (z - mu).pow(2) / logvar.exp() - 0.5 * logvar - HALF_LOG_2PI).sum(-1)
+        return self.likelihood.log_prob(params, x) + log_pz - log_qz
+
+    @torch.no_grad()
+    def complete(self, observed: torch.Tensor, mask: torch.Tensor, y: torch.Tensor | None = None, steps: int = 100,
+                 burn_in: int = 20, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Fill in the pixels where `mask` is False, conditioning on the observed ones (mask True).
+
+        Metropolis-within-Gibbs (Mattei & Frellsen 2018), an exact MCMC sampler of p(z, x_miss | x_obs)
+        (the pseudo-Gibbs sampler of Rezende et al. 2014 plus an accept/reject step): propose
+        z' ~ q(z|x), accept it with the ratio of importance weights p(x,z')q(z|x) / (p(x,z)q(z'|x)),
+        then redraw the missing pixels from p(x_miss|z). The completion is the mean of p(x_miss|z)
+        over the steps after `burn_in`, an estimate of E[x_miss | x_obs]. Observed pixels are
+        returned bit for bit: the result is where(mask, observed, completion).
+        """
+        if not self.can_complete:
+            raise CogenError(f"{type(self).__name__} cannot complete images: complete() assumes one layer of latents.")
+        if not 0 <= burn_in < steps:
+            raise ValueError(f"complete(steps={steps}, burn_in={burn_in}): need 0 <= burn_in < steps")
+        mask = mask.bool().expand_as(observed)
+        y = self.labels_for(y, len(observed))
+
+        def draw_z(mu, logvar):
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            return mu + (0.5 * logvar).exp() * eps
+
+        x = torch.where(mask, observed, torch.full_like(observed, 0.5))
+        z = draw_z(*self._enc(x, y))
+        params, total = self._dec(z, y), torch.zeros_like(observed)
+        for step in range(steps):
+            mu, logvar = self._enc(x, y)
+            proposal = draw_z(mu, logvar)
+            proposal_params = self._dec(proposal, y)
+            log_ratio = (self._log_weight_at(x, proposal, proposal_params, mu, logvar)
+                         - self._log_weight_at(x, z, params, mu, logvar))
+            u = torch.rand(log_ratio.shape, generator=generator, device=x.device, dtype=x.dtype)
+            accept = u.log() < log_ratio
+            z = torch.where(accept[:, None], proposal, z)
+            params = torch.where(accept.view(-1, *[1] * (params.dim() - 1)), proposal_params, params)
+            x = torch.where(mask, observed, self.likelihood.sample(params, generator))
+            if step >= burn_in:
+                total += self.likelihood.mean(params)
+        completed = torch.where(mask, observed, total / (steps - burn_in))
+        if not torch.equal(completed[mask], observed[mask]):
+            raise RuntimeError("complete() changed an observed pixel")
+        return completed

@@ -1,0 +1,100 @@
+"""collab=prompt_guided: the partner asks for classes, a class-conditional model draws them.
+
+At the end of every validation epoch and of the test, the mode asks its partner for `n_samples`
+classes, draws one image per request with `pl_module.sample(n, labels=..., generator=...)` (from
+a fixed seed, so that epochs and checkpoints compare), and logs `<stage>/prompt_adherence`: the
+share of the images that the frozen domain classifier assigns to the requested class. It writes
+samples/prompt_guided_<stage>.png, one row per requested class.
+
+A partner that stops answering (a spent budget) leaves the choice to the mode: it requests the
+missing classes itself, every class in turn, and says so once.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from cogen.callbacks.image_grid import save_grid
+from cogen.collab import log_png
+from cogen.collab.partner import Partner
+from cogen.config import CogenError
+from cogen.metrics.adherence import PromptAdherence
+
+log = logging.getLogger(__name__)
+
+
+class PromptGuided(pl.Callback):
+    """partner: who asks for classes. classifier: builds the domain classifier (the judge).
+    num_classes: the data set's (None: it has no labels). n_samples: images per evaluation.
+    per_class: images per row of the PNG grid."""
+
+    def __init__(self, partner: Partner, classifier: Callable[[], nn.Module], num_classes: int | None = None,
+                 n_samples: int = 1000, per_class: int = 10, dirpath: str = "samples", seed: int = 0):
+        if not num_classes:
+            raise CogenError("collab=prompt_guided needs class labels, but this data set has no data.num_classes "
+                             "(e.g. data=ring8): use data=digits, mnist or fashion_mnist.")
+        if n_samples < 1:
+            raise CogenError(f"collab.n_samples={n_samples}: the number of images to judge must be at least 1.")
+        self.partner, self.num_classes, self.n_samples = partner, num_classes, n_samples
+        self.per_class, self.dirpath, self.seed = per_class, Path(dirpath), seed
+        self.adherence = PromptAdherence(classifier())
+        self.classifier_card = dict(getattr(self.adherence.classifier, "card", {}))
+        self._told = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        classes = getattr(pl_module, "num_classes", None)
+        if classes != self.num_classes or not callable(getattr(pl_module, "sample", None)):
+            raise CogenError(f"collab=prompt_guided needs a class-conditional model with {self.num_classes} classes, "
+                             f"but this {type(pl_module).__name__} has num_classes={classes}: leave model.num_classes "
+                             f"unset (it follows the data) and use model=vae, vae_conv or a GAN that takes num_classes.")
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.prompt(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.prompt(trainer, pl_module, "test")
+
+    def requests(self) -> torch.Tensor:
+        """The partner's classes, topped up by the mode (every class in turn) where it gave none."""
+        answers = self.partner.ask_condition(self.num_classes, self.n_samples)
+        got = 0 if answers is None else len(answers)
+        if got < self.n_samples and not self._told:
+            log.info("the partner answered %d of %d class requests (budget spent): prompt_guided requests the "
+                     "rest itself, every class in turn", got, self.n_samples)
+            self._told = True
+        own = torch.arange(got, self.n_samples) % self.num_classes
+        return own if answers is None else torch.cat([answers.long().cpu(), own])
+
+    @torch.no_grad()
+    def prompt(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> float:
+        requested = self.requests().to(pl_module.device)
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            images = pl_module.sample(len(requested), labels=requested, generator=generator)
+        finally:
+            pl_module.train(was_training)
+        self.adherence.to(pl_module.device).reset()
+        self.adherence.update(images, requested)
+        adherence = self.adherence.compute()
+        pl_module.log(f"{stage}/prompt_adherence", adherence)
+        if trainer.is_global_zero:
+            path = save_grid(self.rows(images, requested), self.per_class, self.dirpath / f"prompt_guided_{stage}.png")
+            log_png(trainer, f"prompt_guided_{stage}", path)
+        return float(adherence)
+
+    def rows(self, images: torch.Tensor, requested: torch.Tensor) -> torch.Tensor:
+        """Up to `per_class` images of each requested class, one class per row (blank cells pad a row)."""
+        rows = []
+        for c in requested.unique().tolist():
+            row = images[requested == c][: self.per_class]
+            blank = torch.ones(self.per_class - len(row), *images.shape[1:], device=images.device)
+            rows.append(torch.cat([row, blank]))
+        return torch.cat(rows)
