@@ -12,7 +12,7 @@ help:
 .installed: pyproject.toml
 	@# The CPU build of torch unless one is already installed (a GPU user keeps theirs).
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e ".[dev,sweeps]"
+	$(PY) -m pip install -e ".[dev,sweeps,ray]"
 	@# The real Fashion-MNIST (data=fashion_mnist) from Debian, unless it is already there.
 	@test -d /usr/share/datasets/fashion-mnist || { $(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist; } \
 	  || echo "warning: could not apt-get install dataset-fashion-mnist; data=fashion_mnist will say what is missing"
@@ -32,10 +32,11 @@ test-fast: .installed ## the tests not marked slow
 table: .installed ## build a reproduced table: make table EXP=pacgan_2d ARGS="protocol=short"
 	$(PY) -m cogen.table experiment=$(EXP) $(ARGS)
 
-bench: .installed ## GAN framework overhead vs plain PyTorch, multirun throughput (basic vs joblib), ensemble vs lone loops
+bench: .installed ## GAN framework overhead vs plain PyTorch, multirun throughput (basic vs joblib), ensemble vs lone loops, image models vs plain loops (IMAGE_BENCH="--device cuda" on a GPU)
 	$(PY) benchmarks/gan_overhead.py $(ARGS)
 	$(PY) benchmarks/multirun_throughput.py
 	$(PY) benchmarks/ensemble_throughput.py
+	$(PY) benchmarks/image_overhead.py $(IMAGE_BENCH)
 
 wandb-sweep: .installed ## register sweep.yaml with W&B (needs `wandb login` and network), then run `wandb agent <id>`
 	timeout 120 wandb sweep sweep.yaml

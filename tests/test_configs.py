@@ -36,20 +36,34 @@ def test_every_experiment_is_listed_and_composes():
         assert cfg.task == folder.name
 
 
-def family(model: str) -> str:
-    """The LightningModule class a model option builds, e.g. 'cogen.models.gan.GAN'."""
-    return compose_train(f"model={model}").model._target_
+def family(model: str) -> type:
+    """The LightningModule class a model option builds, e.g. cogen.models.gan.GAN."""
+    from hydra.utils import get_class
+
+    return get_class(compose_train(f"model={model}").model._target_)
 
 
-GAN_MODELS = [m for m in options("model") if family(m) == "cogen.models.gan.GAN"]
-VAE_MODELS = [m for m in options("model") if family(m) == "cogen.models.vae.VAE"]
+def _draws_images(model: str) -> bool:
+    return "shape" in compose_train(f"model={model}").model.generator
+
+
+def _models():
+    from cogen.models.gan import GAN
+    from cogen.models.vae import VAE
+
+    gans = [m for m in options("model") if issubclass(family(m), GAN)]
+    return ([m for m in gans if not _draws_images(m)], [m for m in gans if _draws_images(m)],
+            [m for m in options("model") if issubclass(family(m), VAE)])
+
+
+POINT_GANS, IMAGE_GANS, VAE_MODELS = _models()
 
 
 def test_every_model_option_has_a_family_test():
-    assert sorted(GAN_MODELS + VAE_MODELS) == options("model"), "a model option no instantiate test covers"
+    assert sorted(POINT_GANS + IMAGE_GANS + VAE_MODELS) == options("model"), "a model option no instantiate test covers"
 
 
-@pytest.mark.parametrize("model", GAN_MODELS)
+@pytest.mark.parametrize("model", POINT_GANS)
 @pytest.mark.parametrize("data", ["ring8", "grid25"])
 def test_model_and_data_instantiate_and_step(model, data):
     import torch
@@ -69,13 +83,7 @@ def test_eval_config_composes():
     assert cfg.task == "eval" and cfg.ckpt_path == "x.ckpt"
 
 
-@pytest.mark.parametrize("model", VAE_MODELS)
-@pytest.mark.parametrize("data", ["digits", "mnist", "fashion_mnist"])
-def test_vae_and_image_data_instantiate_and_step(model, data, tmp_path):
-    import torch
-
-    from cogen.models.vae import VAE
-
+def _image_overrides(model: str, data: str, tmp_path: Path) -> list[str]:
     overrides = [f"model={model}", f"data={data}", "data.num_samples=300", "data.val_size=100"]
     if data == "mnist":
         from test_images import fake_mnist
@@ -83,7 +91,34 @@ def test_vae_and_image_data_instantiate_and_step(model, data, tmp_path):
         overrides.append(f"data.root={fake_mnist(tmp_path, gz=False)}")
     elif data == "fashion_mnist" and not Path(compose_train("data=fashion_mnist").data.root).is_dir():
         pytest.skip("apt-get install dataset-fashion-mnist (make install does)")
-    cfg = compose_train(*overrides)
+    return overrides
+
+
+@pytest.mark.parametrize("model", IMAGE_GANS)
+@pytest.mark.parametrize("data", ["digits", "mnist", "fashion_mnist"])
+def test_image_gan_and_image_data_instantiate_and_step(model, data, tmp_path):
+    import torch
+
+    cfg = compose_train(*_image_overrides(model, data, tmp_path), "model.metrics={}")  # FID is test_dcgan's
+    check_types(cfg.model, "model")
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    gan = instantiate(cfg.model, _convert_="all")
+    x, _ = next(iter(dm.train_dataloader()))
+    noise = torch.randn(len(x), gan.noise_dim)
+    d_loss, g_loss = gan.losses(gan.packed(x), noise)
+    assert torch.isfinite(d_loss) and torch.isfinite(g_loss)
+    assert gan.sample(4).shape == (4, *cfg.data.shape)
+
+
+@pytest.mark.parametrize("model", VAE_MODELS)
+@pytest.mark.parametrize("data", ["digits", "mnist", "fashion_mnist"])
+def test_vae_and_image_data_instantiate_and_step(model, data, tmp_path):
+    import torch
+
+    from cogen.models.vae import VAE
+
+    cfg = compose_train(*_image_overrides(model, data, tmp_path))
     check_types(cfg.data, "data")
     check_types(cfg.model, "model")
     dm = instantiate(cfg.data)

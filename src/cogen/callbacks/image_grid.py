@@ -1,10 +1,13 @@
-"""PNG grids of a generative image model: reconstructions (inputs above their reconstructions),
-samples from the prior, and latent traversals (one row per latent dimension, the most used
+"""PNG grids of a generative image model: samples, and for a VAE also reconstructions (inputs
+above their reconstructions) and latent traversals (one row per latent dimension, the most used
 first). Written under `dirpath` every `every_n_epochs` validation epochs and at the end of
 training, and logged to W&B with `WandbLogger.log_image` when a WandbLogger is present.
 
-The model provides `reconstruct(x)`, `generate(z)`, `latent_dim`, and for traversals
-`active_dims(x, n)` and `traverse(x, dims, values)`; what it lacks is skipped.
+Samples come from the model's `sample(n, labels, generator)` (GAN and VAE), or else from
+`generate(z)` with z ~ N(0, I) of `latent_dim`; a conditional model (`hparams.num_classes` > 0)
+gets labels 0, 1, ... so that each grid column is one class, and reads the reference images'
+own labels (`y=`) for reconstructions and traversals. Reconstructions need `reconstruct(x)`,
+traversals `active_dims(x, n)` and `traverse(x, dims, values)`; what a model lacks is skipped.
 """
 from __future__ import annotations
 
@@ -63,18 +66,19 @@ class ImageGrid(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self.plot(trainer, pl_module, "final")
 
-    def _reference_images(self, trainer) -> torch.Tensor:
-        """The first validation images, the same every time."""
+    def _reference_images(self, trainer) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first validation images and their labels, the same every time."""
         dm = trainer.datamodule
-        images, _ = dm.splits["val"] if getattr(dm, "splits", None) else next(iter(trainer.val_dataloaders))
-        return images[: self.n_images]
+        images, labels = dm.splits["val"] if getattr(dm, "splits", None) else next(iter(trainer.val_dataloaders))
+        return images[: self.n_images], labels[: self.n_images]
 
     @rank_zero_only
     def plot(self, trainer, pl_module, name: str) -> None:
         was_training = pl_module.training
         pl_module.eval()
         try:
-            paths = self.grids(pl_module, self._reference_images(trainer).to(pl_module.device), name)
+            images, labels = self._reference_images(trainer)
+            paths = self.grids(pl_module, images.to(pl_module.device), name, labels.to(pl_module.device))
         finally:
             pl_module.train(was_training)
         for logger in trainer.loggers:
@@ -82,18 +86,38 @@ class ImageGrid(pl.Callback):
                 for key, path in paths.items():
                     logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
 
-    def grids(self, model, x: torch.Tensor, name: str) -> dict[str, Path]:
+    def grids(self, model, x: torch.Tensor, name: str, y: torch.Tensor | None = None) -> dict[str, Path]:
         nrow = max(1, math.isqrt(len(x)))
         paths = {}
-        recon = model.reconstruct(x)
-        pairs = torch.stack([x, recon], dim=1)  # each input above its reconstruction
-        pairs = torch.cat([pairs[i: i + nrow].transpose(0, 1).flatten(0, 1) for i in range(0, len(x), nrow)])
-        paths["reconstructions"] = save_grid(pairs, nrow, self.dirpath / f"reconstructions_{name}.png")
-        z = torch.randn(len(x), model.latent_dim, generator=torch.Generator().manual_seed(self.seed)).to(x)
-        paths["samples"] = save_grid(model.generate(z), nrow, self.dirpath / f"samples_{name}.png")
+        cond = {"y": y} if y is not None and _num_classes(model) else {}  # a conditional model reads x's labels
+        if hasattr(model, "reconstruct"):
+            recon = model.reconstruct(x, **cond)
+            pairs = torch.stack([x, recon], dim=1)  # each input above its reconstruction
+            pairs = torch.cat([pairs[i: i + nrow].transpose(0, 1).flatten(0, 1) for i in range(0, len(x), nrow)])
+            paths["reconstructions"] = save_grid(pairs, nrow, self.dirpath / f"reconstructions_{name}.png")
+        samples, sample_nrow = self.samples(model, len(x), nrow)
+        paths["samples"] = save_grid(samples.to(x), sample_nrow, self.dirpath / f"samples_{name}.png")
         if hasattr(model, "traverse") and self.n_traversal_dims:
             dims = model.active_dims(x, min(self.n_traversal_dims, model.latent_dim))
             values = torch.linspace(-self.traversal_range, self.traversal_range, self.traversal_steps)
-            paths["traversals"] = save_grid(model.traverse(x, dims, values), self.traversal_steps,
+            paths["traversals"] = save_grid(model.traverse(x, dims, values, **cond), self.traversal_steps,
                                             self.dirpath / f"traversals_{name}.png")
         return paths
+
+    def samples(self, model, n: int, nrow: int) -> tuple[torch.Tensor, int]:
+        """(n samples from the callback's seed, images per grid row); a conditional model's
+        grid has one column per class."""
+        if not hasattr(model, "sample"):
+            z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(self.seed)).to(model.device)
+            return model.generate(z), nrow
+        seeded = torch.Generator(device=model.device).manual_seed(self.seed)
+        classes = _num_classes(model)
+        if not classes:
+            return model.sample(n, generator=seeded), nrow
+        n = max(classes, n - n % classes)
+        labels = torch.arange(n, device=model.device) % classes
+        return model.sample(n, labels=labels, generator=seeded), classes
+
+
+def _num_classes(model) -> int:
+    return int(getattr(model, "hparams", {}).get("num_classes", 0) or 0)

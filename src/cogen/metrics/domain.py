@@ -124,6 +124,7 @@ def _train(splits: dict, shape: list[int], num_classes: int) -> tuple[DomainClas
 
 def domain_classifier(data: DictConfig, artifacts_dir: str = "artifacts", version: str = VERSION) -> DomainClassifier:
     """The frozen classifier for `data`: loaded from its artifact, trained and stored first if absent."""
+    data = OmegaConf.create(data) if isinstance(data, dict) else data
     if version != VERSION:
         raise CogenError(f"domain classifier version={version!r}: this cogen builds {VERSION!r} only. "
                          f"Drop the override or check out the cogen release that made {version}.")
@@ -167,21 +168,27 @@ def cards(*objects: Any) -> list[dict]:
         roots = [obj] if isinstance(obj, nn.Module) else [v for v in vars(obj).values() if isinstance(v, nn.Module)]
         for root in roots:
             for sub in root.modules():
-                if isinstance(sub, DomainClassifier) and sub.card:
-                    found[sub.card["sha256"]] = sub.card
+                net = sub.classifier if isinstance(sub, _Features) else sub
+                if isinstance(net, DomainClassifier) and net.card:
+                    found[net.card["sha256"]] = net.card
     return list(found.values())
 
 
 class _Features(nn.Module):
-    """The classifier's penultimate layer, as the `feature` module torchmetrics expects."""
+    """The classifier's penultimate layer, as the `feature` module torchmetrics expects. The
+    classifier is held, not registered: it stays out of every checkpoint (it is the artifact's)
+    and out of the model's train/eval switching, yet moves with the metric to its device."""
 
     def __init__(self, classifier: DomainClassifier):
         super().__init__()
-        self.classifier = classifier
+        self.__dict__["classifier"] = classifier
         self.num_features = classifier.num_features
 
+    def _apply(self, fn, recurse: bool = True):
+        self.classifier._apply(fn, recurse)
+        return super()._apply(fn, recurse)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        self.classifier.eval()  # a parent's .train() must not switch its dropout on
         return self.classifier.features(images)
 
 
@@ -195,9 +202,16 @@ class DomainFID(FrechetInceptionDistance):
 
 
 class DomainKID(KernelInceptionDistance):
-    """Kernel (MMD) distance in the same features; `compute()` gives (mean, std) over subsets."""
+    """Kernel (MMD) distance in the same features; `compute()` gives (mean, std) over subsets,
+    drawn from `seed` so that a checkpoint scores the same every time."""
 
-    def __init__(self, classifier: DomainClassifier, subset_size: int = 100, subsets: int = 50, **kwargs):
+    def __init__(self, classifier: DomainClassifier, subset_size: int = 100, subsets: int = 50, seed: int = 0,
+                 **kwargs):
         super().__init__(feature=_Features(classifier), subset_size=subset_size, subsets=subsets,
                          reset_real_features=True, **kwargs)
-        self.card = classifier.card
+        self.card, self.seed = classifier.card, seed
+
+    def compute(self):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return super().compute()

@@ -29,6 +29,7 @@ from torch import nn
 
 from cogen.config import CogenError
 from cogen.metrics.elbo import ELBO, IWAELogLikelihood, KLDivergence, ReconstructionError, iwae_bound
+from cogen.utils.step_logs import writes_step_logs
 
 OBJECTIVES = ("elbo", "iwae")
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -156,9 +157,13 @@ class VAE(pl.LightningModule):
             metrics[name].update(out[name])
         if "log_likelihood" in metrics:
             metrics["log_likelihood"].update(out["log_weights"])
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False)
-        self.log_dict({self._name("train", name): m for name, m in metrics.items()}, on_step=False, on_epoch=True)
+        if writes_step_logs(self.trainer):
+            self.log("train/loss", loss.detach(), on_step=True, on_epoch=False)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Logged once an epoch, not every step: Lightning moves every logged Metric each time it is logged.
+        self.log_dict({self._name("train", name): m for name, m in self.train_metrics.items()}, on_epoch=True)
 
     def _name(self, stage: str, metric: str) -> str:
         # In training, the IWAE metric is the k-sample training bound, not a likelihood estimate.
