@@ -12,7 +12,7 @@ from cogen.models.vae import VAE
 from cogen.nets.likelihoods import Bernoulli
 from cogen.nets.vae_nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
-from conftest import summary, train
+from conftest import cli, summary, train
 
 # collab=prompt_guided, cVAE on digits: test/prompt_adherence measured 1.000 after 20 epochs (15 epochs:
 # 0.994, 10: 0.909, in-process over 1,000 requests); the target is 0.9.
@@ -192,6 +192,11 @@ def test_cvae_on_digits_reaches_the_prompt_adherence_target(run_dir):
         assert (run_dir / f"samples/prompt_guided_{stage}.png").is_file()
     (judge,) = summary(run_dir)["feature_nets"]   # the run says which classifier judged it
     assert judge["version"] == "v1" and judge["data"] == "digits" and judge["test_acc"] >= 0.98
+    # cogen-eval rebuilds the mode from the checkpoint's config; its fresh partner asks anew
+    scored = run_dir.parent / "eval"
+    cli("cogen.eval", f"ckpt_path={summary(run_dir)['tested_ckpt']}", f"hydra.run.dir={scored}", "logger=csv")
+    assert summary(scored)["metrics"]["test/prompt_adherence"] >= MIN_ADHERENCE
+    assert summary(scored)["feature_nets"] == [judge] and (scored / "samples/prompt_guided_test.png").is_file()
 
 
 @pytest.mark.slow

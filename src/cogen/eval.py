@@ -14,7 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from cogen.app import build_trainer, console, entry_point
 from cogen.callbacks.run_config import CHECKPOINT_KEY
+from cogen.collab import build_mode
 from cogen.config import CONF_DIR, CogenError
+from cogen.metrics.domain import cards
 from cogen.utils.run_files import write_summary
 
 
@@ -34,11 +36,16 @@ def run(cfg: DictConfig) -> dict:
     trained = stored_config(cfg.ckpt_path)
     pl.seed_everything(trained.seed, workers=True, verbose=False)
     datamodule = instantiate(trained.data)
+    collab_cfg = trained.get("collab")
+    if collab_cfg is not None and "dirpath" in collab_cfg:   # a mode's images go to this folder, not the trained run's
+        collab_cfg.dirpath = str(Path(cfg.paths.output_dir) / "samples")
+    collab = build_mode(collab_cfg)  # a mode scores its own metrics (e.g. prompt adherence)
     model = instantiate(trained.model, _convert_="all")
-    trainer = build_trainer(cfg, callbacks=[])
+    trainer = build_trainer(cfg, callbacks=collab)
     (metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False)
     summary = write_summary(Path(cfg.paths.output_dir), cfg, status="completed", metrics=metrics,
-                            tested_ckpt=str(cfg.ckpt_path), trained_run_id=trained.run_id)
+                            tested_ckpt=str(cfg.ckpt_path), trained_run_id=trained.run_id,
+                            feature_nets=cards(model, *collab))
     console.print(f"test metrics: { {k: round(v, 4) for k, v in metrics.items()} }")
     return {"summary": summary, "objective": None}
 
