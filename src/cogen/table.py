@@ -146,7 +146,7 @@ def select(runs: list[Run], task: str, protocol: str | None, sweep: dict[str, li
 
 def expected_counts(spec: TableSpec, sweep: dict[str, list[str]]) -> dict[tuple, int] | None:
     """How many jobs each group should hold, when every group field is a sweep key."""
-    keys = [p.split(".", 1)[1] if p.startswith("choices.") else p for p in spec.group.values()]
+    keys = [p.split(".", 1)[1] if p.startswith(("choices.", "overrides.")) else p for p in spec.group.values()]
     if not sweep or any(k not in sweep for k in keys):
         return None
     counts: dict[tuple, int] = {}

@@ -31,7 +31,7 @@ class Metric:
 class TableSpec:
     """The `table:` node of an experiment config."""
 
-    group: dict[str, str]                  # column name -> dotted field of summary.json
+    group: dict[str, str]                  # column name -> dotted field of summary.json (or overrides.<key>)
     metrics: list[Metric]
     title: str = "results"
     rows: list[str] = field(default_factory=list)
@@ -79,6 +79,10 @@ class Run:
         return self.summary.get("status", "unknown")
 
     def field(self, dotted: str) -> Any:
+        """A summary field by dotted path; `overrides.<key>` is the run's command-line value of <key>
+        (a sweep key such as model.k, which summary.json holds only as an override)."""
+        if dotted.startswith("overrides."):
+            return self.overrides().get(dotted.removeprefix("overrides."))
         node: Any = self.summary
         for part in dotted.split("."):
             if not isinstance(node, dict) or part not in node:
