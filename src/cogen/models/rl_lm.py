@@ -1,0 +1,211 @@
+"""RL fine-tuning of a language model toward what a reward source rewards, with a KL penalty
+that keeps it near a frozen reference copy (Ziegler et al. 2019, "Fine-tuning language models
+from human preferences").
+
+Each step samples `samples_per_prompt` responses of `response_length` tokens per prompt
+(`cogen.rl.rollout`), scores them with the reward, reads the policy's and the reference's
+log-probabilities, and hands the rollout to the algorithm (`cogen.rl.losses`: REINFORCE, RLOO,
+GRPO, PPO), which alone decides the advantages and the loss. Beta is fixed or adaptive
+(`cogen.rl.kl`). When the response space is small enough to list, val/test also score the
+policy exactly against the KL-regularised optimum (`cogen.rl.frontier`).
+"""
+from __future__ import annotations
+
+import copy
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from cogen.config import CogenError
+from cogen.rl import frontier
+from cogen.rl.losses import Algorithm, masked_mean
+from cogen.rl.rewards import Responses, Reward
+from cogen.rl.rollout import Rollout, response_stats, sample
+
+
+class RLLM(pl.LightningModule):
+    def __init__(self, policy: nn.Module, reward: Reward, algo: Algorithm, kl, tokenizer,
+                 response_length: int = 4, samples_per_prompt: int = 4, temperature: float = 1.0,
+                 lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), max_grad_norm: float | None = 1.0,
+                 val_samples: int = 64, exact_max_responses: int = 70000, seed: int = 0, eval_seed: int = 2333):
+        super().__init__()
+        if samples_per_prompt < algo.min_group:
+            raise CogenError(f"model.samples_per_prompt={samples_per_prompt}: {type(algo).__name__} compares "
+                             f"samples of one prompt and needs at least {algo.min_group}.")
+        if response_length < 1 or temperature <= 0:
+            raise CogenError(f"model.response_length={response_length}, model.temperature={temperature}: both must be > 0.")
+        self.save_hyperparameters(ignore=["policy", "reward", "algo", "kl", "tokenizer"])
+        self.automatic_optimization = False
+        _no_dropout(policy)
+        policy.train()  # from_pretrained returns eval mode; without dropout the two agree anyway
+        self.policy, self.algo, self.reward, self.kl_ctl, self.tokenizer = policy, algo, reward, kl, tokenizer
+        self.reference = copy.deepcopy(policy).requires_grad_(False)  # train mode is harmless: no dropout
+        self.value_head = None
+        if algo.needs_value:
+            self.value_head = nn.Linear(policy.config.hidden_size, 1)
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
+        self.register_buffer("beta", torch.tensor(kl.init_beta, dtype=torch.float64))
+        self.suppress = list(getattr(tokenizer, "never_sample", []))
+        self.stop_token_id = getattr(tokenizer, "eos_token_id", None)
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._gen = torch.Generator().manual_seed(seed)
+        self._exact_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.last_rollout: Rollout | None = None
+
+    def configure_optimizers(self):
+        params = list(self.policy.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
+        return torch.optim.Adam(params, lr=self.hparams.lr * self.algo.lr_scale, betas=tuple(self.hparams.betas))
+
+    def setup(self, stage: str) -> None:
+        """Sampling draws on the model's device, from a stream of its own per DDP rank (before a
+        checkpoint restores its state)."""
+        device = self.trainer.strategy.root_device
+        if self._gen.device != device or self.trainer.world_size > 1:
+            self._gen = torch.Generator(device=device).manual_seed(self.hparams.seed + 1000 * self.trainer.global_rank)
+
+    # --- the shared rollout and scoring path ---------------------------------------------------
+    def stats(self, model: nn.Module, r: Rollout, value: bool = False, entropy: bool = False) -> dict:
+        return response_stats(model, r.ids, r.attention_mask, r.prompt_len, self.suppress, self.hparams.temperature,
+                              self.value_head if value else None, entropy)
+
+    @torch.no_grad()
+    def rollout(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, k: int,
+                generator: torch.Generator | None = None) -> Rollout:
+        """k responses per prompt, scored, with the log-probabilities of policy and reference."""
+        prompt_ids, prompt_mask = prompt_ids.repeat_interleave(k, 0), prompt_mask.repeat_interleave(k, 0)
+        response, mask = sample(self.policy, prompt_ids, prompt_mask, self.hparams.response_length, generator,
+                                self.hparams.temperature, self.suppress, self.stop_token_id, self.pad_token_id)
+        ids = torch.cat([prompt_ids, response], 1)
+        attention = torch.cat([prompt_mask, torch.ones_like(response)], 1)
+        r = Rollout(ids, attention, prompt_ids.shape[1], mask, torch.empty(0), torch.empty(0), torch.empty(0), k)
+        new = self.stats(self.policy, r, value=self.value_head is not None, entropy=True)
+        r.logp, r.entropy, r.values = new["logp"] * mask, new["entropy"], new.get("values")
+        r.ref_logp = self.stats(self.reference, r)["logp"] * mask
+        r.score = self.score(prompt_ids, prompt_mask, response, mask).to(r.logp)
+        return r
+
+    def score(self, prompt_ids, prompt_mask, response, mask) -> torch.Tensor:
+        batch = Responses(prompt_ids, response, mask)
+        if self.reward.needs_text:
+            batch.prompts = [self.tokenizer.decode(p[m.bool()].tolist()) for p, m in zip(prompt_ids, prompt_mask)]
+            batch.texts = [self.tokenizer.decode(y[m.bool()].tolist()) for y, m in zip(response, mask)]
+        return self.reward(batch)
+
+    # --- training -------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int):
+        opt = self.optimizers()
+        r = self.rollout(batch["input_ids"], batch["attention_mask"], self.hparams.samples_per_prompt, self._gen)
+        beta = float(self.beta)
+        self.algo.advantages(r, beta)
+        losses, extra = [], {}
+        for _ in range(self.algo.epochs):
+            order = torch.randperm(len(r.ids), generator=self._gen, device=self._gen.device).to(self.device)
+            for rows in order.chunk(self.algo.minibatches):
+                mb = r.take(rows)
+                loss, extra = self.algo.loss(mb, self.stats(self.policy, mb, value=self.value_head is not None))
+                opt.zero_grad(set_to_none=True)
+                self.manual_backward(loss)
+                if self.hparams.max_grad_norm:
+                    self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
+                opt.step()
+                losses.append(loss.detach())
+        kl = r.kl.sum(1).mean()
+        if self.trainer.world_size > 1:  # one beta on every rank: the global batch's KL
+            kl = self.trainer.strategy.reduce(kl, reduce_op="mean")
+        self.beta.fill_(self.kl_ctl.update(beta, float(kl), len(r.ids) * self.trainer.world_size))
+        self.last_rollout = r
+        logs = {**self._rollout_metrics(r, beta, "train"), "train/loss": torch.stack(losses).mean(),
+                **{f"train/{k}": v for k, v in extra.items()}}
+        if self._logs_this_step():
+            self.log_dict(logs, sync_dist=True)
+        return {"loss": logs["train/loss"]}
+
+    def _rollout_metrics(self, r: Rollout, beta: float, stage: str) -> dict[str, torch.Tensor]:
+        kl = r.kl.sum(1)
+        return {f"{stage}/reward": r.score.mean(), f"{stage}/kl": kl.mean(), f"{stage}/beta": torch.tensor(beta),
+                f"{stage}/objective": (r.score - beta * kl).mean(),
+                f"{stage}/entropy": masked_mean(r.entropy, r.mask), f"{stage}/response_length": r.mask.sum(1).mean()}
+
+    def _logs_this_step(self) -> bool:
+        n = self.trainer.log_every_n_steps
+        return bool(n) and ((self.trainer.fit_loop.total_batch_idx + 1) % n == 0 or self.trainer.should_stop)
+
+    def sample_rows(self, n: int) -> list[dict]:
+        """The first n responses of the last training rollout, decoded: the W&B samples table."""
+        r = self.last_rollout
+        if r is None:
+            return []
+        kl = r.kl.sum(1)
+        return [{"prompt": self.tokenizer.decode(r.ids[i, :r.prompt_len][r.attention_mask[i, :r.prompt_len].bool()].tolist()),
+                 "response": self.tokenizer.decode(r.response[i][r.mask[i].bool()].tolist()),
+                 "reward": float(r.score[i]), "kl": float(kl[i])} for i in range(min(n, len(r.ids)))]
+
+    # --- evaluation: sampled metrics, and exact ones when the responses can be listed ------------
+    def on_validation_epoch_start(self) -> None:
+        self._eval_gen = torch.Generator(device=self.device).manual_seed(self.hparams.eval_seed)
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _evaluate(self, batch, stage: str) -> None:
+        beta = float(self.beta)
+        r = self.rollout(batch["input_ids"], batch["attention_mask"], self.hparams.val_samples, self._eval_gen)
+        self.log_dict(self._rollout_metrics(r, beta, stage), batch_size=len(r.ids), sync_dist=True)
+        if self.enumerable():
+            rows = [self.exact(p[m.bool()], beta) for p, m in zip(batch["input_ids"], batch["attention_mask"])]
+            means = {f"{stage}/exact_{k}": sum(row[k] for row in rows) / len(rows) for k in rows[0]}
+            self.log_dict(means, batch_size=len(rows), sync_dist=True)
+
+    def enumerable(self) -> bool:
+        allowed = len(self.tokenizer) - len(self.suppress)
+        return self.stop_token_id is None and allowed ** self.hparams.response_length <= self.hparams.exact_max_responses
+
+    def allowed_tokens(self) -> torch.Tensor:
+        return torch.tensor([t for t in range(len(self.tokenizer)) if t not in self.suppress], device=self.device)
+
+    @torch.no_grad()
+    def exact(self, prompt: torch.Tensor, beta: float) -> dict[str, float]:
+        """The policy's exact (KL, reward) for one prompt against the optimum pi_beta (frontier.gap)."""
+        tokens, length = self.allowed_tokens(), self.hparams.response_length
+        key = tuple(prompt.tolist())
+        if key not in self._exact_cache:  # the reference and a rule reward are fixed: list them once
+            ref = frontier.response_logprobs(self.reference, prompt, tokens, length, self.suppress, self.hparams.temperature)
+            ys = frontier.all_responses(tokens, length)
+            rewards = torch.cat([self.score(prompt.expand(len(y), -1), torch.ones(len(y), len(prompt), device=y.device),
+                                            y, torch.ones(y.shape, device=y.device)) for y in ys.split(8192)]).to(ref)
+            self._exact_cache[key] = (ref, rewards)
+        ref, rewards = self._exact_cache[key]
+        logp = frontier.response_logprobs(self.policy, prompt, tokens, length, self.suppress, self.hparams.temperature)
+        return frontier.gap(logp, ref, rewards, beta)
+
+    @torch.no_grad()
+    def exact_frontier(self, prompt: torch.Tensor, betas) -> dict:
+        """For one prompt: the exact frontier over `betas`, pi_beta at the current beta, and the policy."""
+        beta = float(self.beta)
+        here = self.exact(prompt, beta)  # fills the cache of the reference and the rewards
+        ref, rewards = self._exact_cache[tuple(prompt.tolist())]
+        return {"prompt": self.tokenizer.decode(prompt.tolist()), "beta": beta,
+                "curve": frontier.curve(ref, rewards, betas),
+                "optimum": {"kl": here["opt_kl"], "reward": here["opt_reward"]},
+                "policy": {k: here[k] for k in ("kl", "reward", "gap", "reward_gap_at_kl")}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rollout_rng_state"] = self._gen.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rollout_rng_state" in checkpoint and checkpoint["rollout_rng_state"].numel() == self._gen.get_state().numel():
+            self._gen.set_state(checkpoint["rollout_rng_state"])
+
+
+def _no_dropout(model: nn.Module) -> None:
+    """RL compares log-probabilities at sampling and at update time: they must agree."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
