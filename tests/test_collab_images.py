@@ -87,12 +87,22 @@ def test_masks_keep_the_documented_part():
     assert torch.equal(box.sum((1, 2)), heights * widths)                           # one rectangle each
 
 
-def test_partner_questions_no_partner_answers_yet_say_so():
-    for question, args in (("rate", ([1],)), ("compare", (1, 2)), ("supply_facts", ("q",))):
-        with pytest.raises(NotImplementedError, match=f"SimulatedPartner cannot answer {question}"):
-            getattr(SimulatedPartner(), question)(*args)
-    with pytest.raises(NotImplementedError, match="Partner cannot answer ask_condition"):
-        Partner().ask_condition(10, 1)
+def test_simulated_partner_answers_every_question_the_base_partner_none():
+    from cogen.config import CogenError
+
+    images = torch.rand(3, 1, 8, 8)
+    questions = (("ask_condition", (10, 2)), ("edit", (images,)), ("rate", (images,)), ("compare", (images, images)),
+                 ("supply_facts", ("q",)))
+    for question, args in questions:
+        with pytest.raises(CogenError, match=rf"Partner \(partner\) cannot answer {question}\(\)"):
+            getattr(Partner(), question)(*args)
+    brightness = lambda items: items.flatten(1).mean(1)                            # noqa: E731 - an oracle
+    partner = SimulatedPartner(oracle=brightness, facts=[("q", "is", "a"), ("b", "is", "c")])
+    assert partner.rate(images).shape == (3,) and set(partner.rate(images).tolist()) <= {1, 2, 3, 4, 5}
+    assert partner.compare(images, 1 - images).tolist() == (brightness(1 - images) > brightness(images)).long().tolist()
+    assert partner.supply_facts("q") == [("q", "is", "a")]
+    with pytest.raises(CogenError, match="no oracle to rate or compare with"):     # it says what to set
+        SimulatedPartner().rate(images)
 
 
 # -- the conditional VAE and completion -------------------------------------------------------
@@ -213,8 +223,8 @@ def test_co_creation_keeps_the_given_pixels_and_beats_the_mean_image(run_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides,message", [
     (["model=gan", "collab=co_creation"],
-     "collab=co_creation needs a model with an encoder to condition on the observed pixels (model=vae or "
-     "vae_conv); the GAN cannot complete images."),
+     "collab=co_creation does not work with model family gan: a GAN has no encoder to condition on the "
+     "partner's pixels; use model=vae or vae_conv."),
     (["collab=prompt_guided"], "collab=prompt_guided needs class labels, but this data set has no data.num_classes"),
 ])
 def test_invalid_combinations_fail_before_training_with_one_line(run_dir, overrides, message):

@@ -39,7 +39,7 @@ def run(cfg: DictConfig) -> dict:
     collab_cfg = trained.get("collab")
     if collab_cfg is not None and "dirpath" in collab_cfg:   # a mode's images go to this folder, not the trained run's
         collab_cfg.dirpath = str(Path(cfg.paths.output_dir) / "samples")
-    collab = build_mode(collab_cfg)  # a mode scores its own metrics (e.g. prompt adherence)
+    collab = build_mode(collab_cfg, cfg.paths.output_dir)  # a mode scores its own metrics (e.g. prompt adherence)
     model = instantiate(trained.model, _convert_="all")
     trainer = build_trainer(cfg, callbacks=collab)
     (metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False)

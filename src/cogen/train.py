@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from cogen.app import build_trainer, console, entry_point, instantiate_each
 from cogen.callbacks.run_config import StoreRunConfig
 from cogen.collab import build_mode
+from cogen.collab.compat import check_pair
 from cogen.config import CONF_DIR
 from cogen.metrics.domain import cards
 from cogen.utils import ddp
@@ -31,9 +32,10 @@ def test_checkpoint(trainer: pl.Trainer, which: str) -> str | None:
 
 
 def run(cfg: DictConfig) -> dict:
+    check_pair(cfg.model, cfg.get("collab"))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
-    collab = build_mode(cfg.get("collab"))  # before the model: a mode that cannot work here says so first
+    collab = build_mode(cfg.get("collab"), cfg.paths.output_dir)  # before the model: a mode that cannot work here says so first
     model = instantiate(cfg.model, _convert_="all")
     trainer = build_trainer(cfg, instantiate_each(cfg.get("callbacks")) + collab + [StoreRunConfig(cfg)])
     out, started = Path(cfg.paths.output_dir), time.perf_counter()

@@ -3,22 +3,32 @@
 `Partner` is the one interface every mode talks to. A mode asks only what it needs:
 - ask_condition(num_classes, n): which classes to generate (collab=prompt_guided);
 - edit(images): the part of each image the partner keeps or draws (collab=co_creation);
-- rate, compare, supply_facts: for later modes; no partner answers them yet.
+- rate(items): a 1-5 rating of each item (collab=iterative_refinement);
+- compare(first, second): which of each pair is better (preference feedback);
+- supply_facts(query): facts the model should respect (collab=knowledge_guided).
+Items are images (a (B, C, H, W) tensor in [0, 1]) or texts (a list of str).
 An answer of None means "no answer" (e.g. a spent budget); each mode documents what it does then.
+A shorter answer than asked for means the budget ran out part way.
 
 `SimulatedPartner` stands in for a person in tests and experiments: seeded, with a share of
-random answers (`noise`), an optional favourite class (`bias`) and a limited number of answers
-(`budget`), so a mode's behaviour with an imperfect, tiring human can be measured.
+random answers (`noise`), an optional favourite class (`bias`), a limited number of answers
+(`budget`) and a delay per question (`latency`). It rates and compares from an `oracle` (a
+scorer in [0, 1], e.g. a classifier's belief in the favourite class), so a mode's behaviour with
+an imperfect, tiring human can be measured. Every partner's answers are stored by
+`cogen.collab.recorded.RecordedPartner`.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 
 from cogen.config import CogenError
 
 MASKS = ("top_half", "left_half", "random_box")
+RATINGS = (1, 5)   # the rating scale, lowest and highest: a 5-point Likert scale
 
 
 @dataclass
@@ -34,11 +44,18 @@ class Edit:
 
 
 class Partner:
-    """The questions a mode may ask. A partner implements those it can answer."""
+    """The questions a mode may ask. A partner implements those it can answer.
+    `kind` and `id` say who answered, in the feedback store."""
+
+    kind = "partner"
+
+    @property
+    def id(self) -> str:
+        return self.kind
 
     def _cannot(self, question: str):
-        return NotImplementedError(f"{type(self).__name__} cannot answer {question}() yet: no partner implements it; "
-                                   f"it is part of the collaboration modes still to come.")
+        return CogenError(f"{type(self).__name__} ({self.kind}) cannot answer {question}(): choose a partner that can "
+                          f"(collab/partner=simulated answers every question).")
 
     def ask_condition(self, num_classes: int, n: int) -> torch.Tensor | None:
         """The classes to generate next: n int labels in [0, num_classes), or None."""
@@ -48,16 +65,16 @@ class Partner:
         """The part of each image (B, C, H, W) the partner keeps, or None."""
         raise self._cannot("edit")
 
-    def rate(self, items):
-        """A score for each item (a later mode: iterative refinement)."""
+    def rate(self, items: torch.Tensor | Sequence[str]) -> torch.Tensor | None:
+        """A rating of each item, int64 in RATINGS (1 worst, 5 best), or None."""
         raise self._cannot("rate")
 
-    def compare(self, first, second):
-        """Which of two items is better (a later mode: preference feedback)."""
+    def compare(self, first: torch.Tensor | Sequence[str], second: torch.Tensor | Sequence[str]) -> torch.Tensor | None:
+        """For each pair (first[i], second[i]): 0 if the first is better, 1 if the second; or None."""
         raise self._cannot("compare")
 
-    def supply_facts(self, query):
-        """Facts the model should respect (a later mode: knowledge-guided generation)."""
+    def supply_facts(self, query: str) -> list[tuple[str, str, str]] | None:
+        """(head, relation, tail) facts the model should respect when it answers `query`, or None."""
         raise self._cannot("supply_facts")
 
 
@@ -68,23 +85,49 @@ class SimulatedPartner(Partner):
     noise: the probability that an answer is random (a uniformly random class; an edit whose
         pixels are uniform noise) instead of the partner's intent.
     bias: a favourite class it always asks for (without it, it asks for every class equally often).
-    budget: how many answers it gives in all (one per class asked for, one per image edited); it
-        answers only part of a question that would exceed it, then None. None: no limit.
+    budget: how many answers it gives in all (one per class asked for, image edited, item rated,
+        pair compared or query answered); it answers only part of a question that would exceed it,
+        then None. None: no limit.
     mask: which part of an image it keeps in `edit`: top_half, left_half or random_box
         (everything but a random box of a quarter to a half of the height and width).
+    oracle: scores items in [0, 1] (higher: better) for `rate` and `compare`.
+    facts: the (head, relation, tail) facts it knows, for `supply_facts` (those that mention the query).
+    latency: seconds it takes to answer each question, to measure a mode's wall time with a person.
     """
 
+    kind = "simulated"
+
     def __init__(self, seed: int = 0, noise: float = 0.0, bias: int | None = None, budget: int | None = None,
-                 mask: str = "top_half"):
+                 mask: str = "top_half", oracle: Callable[[torch.Tensor | Sequence[str]], torch.Tensor] | None = None,
+                 facts: Sequence[Sequence[str]] = (), latency: float = 0.0):
         if not 0.0 <= noise <= 1.0:
             raise CogenError(f"collab.partner.noise={noise}: a probability, between 0 and 1.")
         if budget is not None and budget < 0:
             raise CogenError(f"collab.partner.budget={budget}: a number of answers, 0 or more (null: no limit).")
         if mask not in MASKS:
             raise CogenError(f"collab.partner.mask={mask!r}: use one of {', '.join(MASKS)}.")
+        if latency < 0:
+            raise CogenError(f"collab.partner.latency={latency}: seconds per answer, 0 or more.")
         self.noise, self.bias, self.budget, self.mask = noise, bias, budget, mask
+        self.oracle, self.facts, self.latency, self.seed = oracle, [tuple(f) for f in facts], latency, seed
         self.generator = torch.Generator().manual_seed(seed)
         self.answered = 0
+
+    @property
+    def id(self) -> str:
+        return f"simulated(seed={self.seed}, noise={self.noise}, bias={self.bias})"
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to go on answering as this one would: answers given, random state."""
+        return {"answered": self.answered, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.answered = state["answered"]
+        self.generator.set_state(state["generator"])
+
+    def _wait(self) -> None:
+        if self.latency:
+            time.sleep(self.latency)
 
     def _allowance(self, n: int) -> int:
         """How many of n answers the budget still allows (and counts them as given)."""
@@ -102,6 +145,7 @@ class SimulatedPartner(Partner):
         n = self._allowance(n)
         if n == 0:
             return None
+        self._wait()
         if self.bias is None:
             intent = (self.answered - n + torch.arange(n)) % num_classes   # every class in turn
             intent = intent[torch.randperm(n, generator=self.generator)]
@@ -114,24 +158,70 @@ class SimulatedPartner(Partner):
         n = self._allowance(len(images))
         if n == 0:
             return None
+        self._wait()
         images = images[:n]
         mask = self._masks(images.shape).to(images.device)
         noise = torch.rand(images.shape, generator=self.generator).to(images)
         pixels = torch.where(self._random(n).to(images.device).view(-1, 1, 1, 1), noise, images)
         return Edit(mask, torch.where(mask, pixels, torch.zeros_like(pixels)))
 
+    def _need_oracle(self) -> None:
+        if self.oracle is None:   # checked before the budget is charged
+            raise CogenError("the simulated partner has no oracle to rate or compare with: set collab.partner.oracle "
+                             "(collab=iterative_refinement sets one per family).")
+
+    def _scores(self, items) -> torch.Tensor:
+        return torch.as_tensor(self.oracle(items), dtype=torch.float32).detach().cpu().clamp(0, 1)
+
+    def rate(self, items: torch.Tensor | Sequence[str]) -> torch.Tensor | None:
+        self._need_oracle()
+        n = self._allowance(len(items))
+        if n == 0:
+            return None
+        self._wait()
+        low, high = RATINGS
+        intent = (low + torch.round(self._scores(items[:n]) * (high - low))).long()
+        random = torch.randint(low, high + 1, (n,), generator=self.generator)
+        return torch.where(self._random(n), random, intent)
+
+    def compare(self, first: torch.Tensor | Sequence[str], second: torch.Tensor | Sequence[str]) -> torch.Tensor | None:
+        self._need_oracle()
+        n = self._allowance(len(first))
+        if n == 0:
+            return None
+        self._wait()
+        intent = (self._scores(second[:n]) > self._scores(first[:n])).long()
+        random = torch.randint(0, 2, (n,), generator=self.generator)
+        return torch.where(self._random(n), random, intent)
+
+    def supply_facts(self, query: str) -> list[tuple[str, str, str]] | None:
+        if self._allowance(1) == 0:
+            return None
+        self._wait()
+        known = [f for f in self.facts if f[0] == query or f[2] == query]
+        other = [f for f in self.facts if f not in known]
+        if self._random(1).item() and other:   # a wrong fact: a known one about something else
+            return [other[int(torch.randint(len(other), (1,), generator=self.generator))]]
+        return known
+
     def _masks(self, shape: torch.Size) -> torch.Tensor:
-        b, c, h, w = shape
-        rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
-        if self.mask == "top_half":
-            keep = (rows < h // 2).expand(b, h, w)
-        elif self.mask == "left_half":
-            keep = (cols < w // 2).expand(b, h, w)
-        else:
-            box_h = torch.randint(max(1, h // 4), max(1, h // 2) + 1, (b, 1, 1), generator=self.generator)
-            box_w = torch.randint(max(1, w // 4), max(1, w // 2) + 1, (b, 1, 1), generator=self.generator)
-            top = (torch.rand(b, 1, 1, generator=self.generator) * (h - box_h + 1)).long()
-            left = (torch.rand(b, 1, 1, generator=self.generator) * (w - box_w + 1)).long()
-            inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
-            keep = ~inside
-        return keep.unsqueeze(1).expand(b, c, h, w).clone()
+        return make_masks(shape, self.mask, self.generator)
+
+
+def make_masks(shape: torch.Size, mask: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, C, H, W) bool, True on the kept part (one of MASKS); shared by every partner that edits,
+    so a person's top_half is the simulated partner's. random_box draws its boxes from `generator`."""
+    b, c, h, w = shape
+    rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    if mask == "top_half":
+        keep = (rows < h // 2).expand(b, h, w)
+    elif mask == "left_half":
+        keep = (cols < w // 2).expand(b, h, w)
+    else:
+        box_h = torch.randint(max(1, h // 4), max(1, h // 2) + 1, (b, 1, 1), generator=generator)
+        box_w = torch.randint(max(1, w // 4), max(1, w // 2) + 1, (b, 1, 1), generator=generator)
+        top = (torch.rand(b, 1, 1, generator=generator) * (h - box_h + 1)).long()
+        left = (torch.rand(b, 1, 1, generator=generator) * (w - box_w + 1)).long()
+        inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
+        keep = ~inside
+    return keep.unsqueeze(1).expand(b, c, h, w).clone()
