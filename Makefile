@@ -16,6 +16,9 @@ help:
 	@# The real Fashion-MNIST (data=fashion_mnist) from Debian, unless it is already there.
 	@test -d /usr/share/datasets/fashion-mnist || { $(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist; } \
 	  || echo "warning: could not apt-get install dataset-fashion-mnist; data=fashion_mnist will say what is missing"
+	@# Chromium and its driver for the web partner's browser test, unless they are already there.
+	@{ test -x /usr/bin/chromium && test -x /usr/bin/chromedriver; } || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver; } \
+	  || echo "warning: could not apt-get install chromium chromium-driver; the browser test will be skipped"
 	@touch $@
 
 install: .installed ## install cogen and its test tools into the current Python
