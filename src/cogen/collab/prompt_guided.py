@@ -1,13 +1,17 @@
 """collab=prompt_guided: the partner asks for classes, a class-conditional model draws them.
 
-At the end of every validation epoch and of the test, the mode asks its partner for `n_samples`
-classes, draws one image per request with `pl_module.sample(n, labels=..., generator=...)` (from
-a fixed seed, so that epochs and checkpoints compare), and logs `<stage>/prompt_adherence`: the
-share of the images that the frozen domain classifier assigns to the requested class. It writes
+At the test, the mode asks its partner for `n_samples` classes, draws one image per request with
+`pl_module.sample(n, labels=..., generator=...)` (from a fixed seed, so that checkpoints compare),
+and logs `test/prompt_adherence`: the share of the images that the frozen domain classifier
+assigns to the requested class. Validation epochs measure the same on the mode's own requests
+(every class in turn): watching training costs the partner nothing. It writes
 samples/prompt_guided_<stage>.png, one row per requested class.
 
 A partner that stops answering (a spent budget) leaves the choice to the mode: it requests the
 missing classes itself, every class in turn, and says so once.
+
+With a `target` (the class the partner wants, as in collab=iterative_refinement), it also logs
+`test/goal`, the share of the images judged `target`, and `test/answers`, the requests the partner made.
 """
 from __future__ import annotations
 
@@ -34,14 +38,18 @@ class PromptGuided(pl.Callback):
     per_class: images per row of the PNG grid."""
 
     def __init__(self, partner: Partner, classifier: Callable[[], nn.Module], num_classes: int | None = None,
-                 n_samples: int = 1000, per_class: int = 10, dirpath: str = "samples", seed: int = 0):
+                 n_samples: int = 1000, per_class: int = 10, dirpath: str = "samples", seed: int = 0,
+                 target: int | None = None):
         if not num_classes:
             raise CogenError("collab=prompt_guided needs class labels, but this data set has no data.num_classes "
                              "(e.g. data=ring8): use data=digits, mnist or fashion_mnist.")
         if n_samples < 1:
             raise CogenError(f"collab.n_samples={n_samples}: the number of images to judge must be at least 1.")
         self.partner, self.num_classes, self.n_samples = partner, num_classes, n_samples
-        self.per_class, self.dirpath, self.seed = per_class, Path(dirpath), seed
+        if target is not None and not 0 <= target < num_classes:
+            raise CogenError(f"collab.target={target}: not a class of this data set (0..{num_classes - 1}).")
+        self.per_class, self.dirpath, self.seed, self.target = per_class, Path(dirpath), seed, target
+        self.answers = 0
         self.adherence = PromptAdherence(classifier())
         self.classifier_card = dict(getattr(self.adherence.classifier, "card", {}))
         self._told = False
@@ -60,11 +68,12 @@ class PromptGuided(pl.Callback):
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.prompt(trainer, pl_module, "test")
 
-    def requests(self) -> torch.Tensor:
+    def requests(self, ask_partner: bool = True) -> torch.Tensor:
         """The partner's classes, topped up by the mode (every class in turn) where it gave none."""
-        answers = self.partner.ask_condition(self.num_classes, self.n_samples)
+        answers = self.partner.ask_condition(self.num_classes, self.n_samples) if ask_partner else None
         got = 0 if answers is None else len(answers)
-        if got < self.n_samples and not self._told:
+        self.answers += got
+        if ask_partner and got < self.n_samples and not self._told:
             log.info("the partner answered %d of %d class requests (budget spent): prompt_guided requests the "
                      "rest itself, every class in turn", got, self.n_samples)
             self._told = True
@@ -73,7 +82,7 @@ class PromptGuided(pl.Callback):
 
     @torch.no_grad()
     def prompt(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> float:
-        requested = self.requests().to(pl_module.device)
+        requested = self.requests(ask_partner=stage == "test").to(pl_module.device)
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         was_training = pl_module.training
         pl_module.eval()
@@ -85,6 +94,10 @@ class PromptGuided(pl.Callback):
         self.adherence.update(images, requested)
         adherence = self.adherence.compute()
         pl_module.log(f"{stage}/prompt_adherence", adherence)
+        if self.target is not None and stage == "test":
+            self.adherence.reset()
+            self.adherence.update(images, torch.full_like(requested, self.target))
+            pl_module.log_dict({"test/goal": self.adherence.compute(), "test/answers": float(self.answers)})
         if trainer.is_global_zero:
             path = save_grid(self.rows(images, requested), self.per_class, self.dirpath / f"prompt_guided_{stage}.png")
             log_png(trainer, f"prompt_guided_{stage}", path)

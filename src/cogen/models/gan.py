@@ -131,6 +131,21 @@ class GAN(pl.LightningModule):
             self.log_dict({"train/d_loss": d_loss, "train/g_loss": g_loss}, sync_dist=True)  # mean over ranks
         return {"d_loss": d_loss, "g_loss": g_loss}
 
+    def refine(self, images: torch.Tensor, weights: torch.Tensor) -> None:
+        """One simultaneous update with samples a partner liked standing in for the real data
+        (collab=iterative_refinement, update=filtered; a GAN takes no per-sample weights)."""
+        if len(images) % self.pack:
+            images = images[: len(images) - len(images) % self.pack]
+        opt_d, opt_g = self.optimizers()
+        samples = len(images) // self.pack
+        noise = torch.randn(samples * self.pack, self.noise_dim, generator=self._noise).to(images)
+        d_loss, g_loss = self.losses(self.packed(images), noise, None)
+        opt_d.zero_grad(set_to_none=True)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss + g_loss)
+        opt_d.step()
+        opt_g.step()
+
     @torch.no_grad()
     def generate(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Samples in eval mode (BatchNorm uses its running statistics); labels for a cGAN."""

@@ -161,6 +161,17 @@ class VAE(pl.LightningModule):
             self.log("train/loss", loss.detach(), on_step=True, on_epoch=False)
         return loss
 
+    def refine(self, images: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on images a partner liked (collab=iterative_refinement): the weighted
+        mean of the training bound, so weight-1 samples count as training data would."""
+        optimizer = self.trainer.optimizers[0]
+        optimizer.zero_grad(set_to_none=True)
+        bound = self.bounds(images.clamp(0, 1))["bound"]
+        loss = -(weights * bound).sum() / weights.sum().clamp_min(1e-8)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
     def on_train_epoch_end(self) -> None:
         # Logged once an epoch, not every step: Lightning moves every logged Metric each time it is logged.
         self.log_dict({self._name("train", name): m for name, m in self.train_metrics.items()}, on_epoch=True)

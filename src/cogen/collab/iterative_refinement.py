@@ -1,0 +1,152 @@
+"""collab=iterative_refinement: rounds of generate, partner feedback, update.
+
+Every `every_n_epochs` training epochs (from `start_epoch`), the mode draws `n_per_round`
+samples, asks its partner to rate them (1-5), and updates the model on what the partner liked:
+- update=filtered: fine-tune on the samples rated at least `keep_at_least` (all weight 1);
+- update=weighted: reward-weighted fine-tuning on every rated sample, weight (rating - 1) / 4.
+Kept samples join a buffer (the newest `buffer_size`); each round takes `refine_steps` steps of
+`pl_module.refine(images, weights)` on batches drawn from it, between the epochs on the data.
+
+The partner's wish is a target class; the goal metric `<stage>/goal` is the share of `n_eval`
+fresh samples that the domain classifier assigns to it, without the partner's noise. Logged with
+it: `feedback/answers` (ratings spent so far), `feedback/kept` and `feedback/mean_rating` per round.
+When the budget is spent the mode says so once and, by `on_budget_spent`, trains on the data
+only (`continue`) or ends training (`stop`).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from cogen.collab.partner import RATINGS, Partner
+from cogen.config import CogenError
+from cogen.metrics.adherence import PromptAdherence
+
+log = logging.getLogger(__name__)
+UPDATES, ON_SPENT = ("filtered", "weighted"), ("continue", "stop")
+
+
+class IterativeRefinement(pl.Callback):
+    def __init__(self, partner: Partner, judge: Callable[[], nn.Module], target: int, n_per_round: int = 64,
+                 every_n_epochs: int = 1, start_epoch: int = 0, update: str = "filtered", keep_at_least: int = 4,
+                 buffer_size: int = 1024, refine_steps: int = 10, refine_batch: int = 64,
+                 on_budget_spent: str = "continue", n_eval: int = 1000, seed: int = 0):
+        if update not in UPDATES:
+            raise CogenError(f"collab.update={update!r}: use one of {', '.join(UPDATES)}.")
+        if on_budget_spent not in ON_SPENT:
+            raise CogenError(f"collab.on_budget_spent={on_budget_spent!r}: use one of {', '.join(ON_SPENT)}.")
+        if not RATINGS[0] <= keep_at_least <= RATINGS[1]:
+            raise CogenError(f"collab.keep_at_least={keep_at_least}: a rating from {RATINGS[0]} to {RATINGS[1]}.")
+        if min(n_per_round, every_n_epochs, buffer_size, refine_batch, n_eval) < 1 or refine_steps < 0:
+            raise CogenError("collab.n_per_round, every_n_epochs, buffer_size, refine_batch and n_eval must be at "
+                             "least 1, and refine_steps at least 0.")
+        self.partner, self.target, self.n_per_round = partner, int(target), n_per_round
+        self.every_n_epochs, self.start_epoch, self.update, self.keep_at_least = every_n_epochs, start_epoch, update, keep_at_least
+        self.buffer_size, self.refine_steps, self.refine_batch = buffer_size, refine_steps, refine_batch
+        self.on_budget_spent, self.n_eval, self.seed = on_budget_spent, n_eval, seed
+        self.goal = PromptAdherence(judge())
+        self.classifier_card = dict(getattr(self.goal.classifier, "card", {}))
+        self.generator = torch.Generator().manual_seed(seed)
+        self.images = self.weights = None
+        self.answers, self.spent = 0, False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if not (callable(getattr(pl_module, "sample", None)) and callable(getattr(pl_module, "refine", None))):
+            raise CogenError(f"collab=iterative_refinement needs a model that samples images and can be refined on "
+                             f"them (model=vae, vae_conv, dcgan); {type(pl_module).__name__} cannot.")
+        if getattr(pl_module, "num_classes", 0):
+            raise CogenError("collab=iterative_refinement refines an unconditional model toward what the partner "
+                             "likes: drop model.num_classes.")
+
+    # -- a round --------------------------------------------------------------------------------
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if epoch >= self.start_epoch and (epoch - self.start_epoch) % self.every_n_epochs == 0 and not self.spent:
+            self.round(trainer, pl_module)
+        pl_module.log("feedback/answers", float(self.answers))
+
+    def _sample(self, pl_module: pl.LightningModule, n: int, generator: torch.Generator) -> torch.Tensor:
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            return pl_module.sample(n, generator=generator)
+        finally:
+            pl_module.train(was_training)
+
+    def round(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        images = self._sample(pl_module, self.n_per_round, self._device_generator(pl_module))
+        ratings = self.partner.rate(images)
+        got = 0 if ratings is None else len(ratings)
+        self.answers += got
+        if got < self.n_per_round:
+            self.spent = True
+            log.info("the partner's budget is spent after %d ratings: iterative_refinement %s", self.answers,
+                     "ends training" if self.on_budget_spent == "stop" else "trains on the data only from now on")
+            if self.on_budget_spent == "stop":
+                trainer.should_stop = True
+        if not got:
+            return
+        ratings = ratings.to(images.device).float()
+        images = images[:got]
+        if self.update == "filtered":
+            keep = ratings >= self.keep_at_least
+            weights = torch.ones_like(ratings)
+        else:
+            weights = (ratings - RATINGS[0]) / (RATINGS[1] - RATINGS[0])
+            keep = weights > 0
+        pl_module.log_dict({"feedback/kept": keep.sum().float(), "feedback/mean_rating": ratings.mean()})
+        self._add(images[keep].detach(), weights[keep])
+        self.refine(pl_module)
+
+    def _device_generator(self, pl_module: pl.LightningModule) -> torch.Generator:
+        """Draws for the samples shown come from the mode's own seeded stream, on the model's device."""
+        seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        return torch.Generator(device=pl_module.device).manual_seed(seed)
+
+    def _add(self, images: torch.Tensor, weights: torch.Tensor) -> None:
+        if self.images is None:
+            self.images, self.weights = images, weights
+        else:
+            self.images = torch.cat([self.images.to(images.device), images])[-self.buffer_size:]
+            self.weights = torch.cat([self.weights.to(weights.device), weights])[-self.buffer_size:]
+
+    def refine(self, pl_module: pl.LightningModule) -> None:
+        if self.images is None or not len(self.images):
+            return
+        for _ in range(self.refine_steps):
+            index = torch.randint(len(self.images), (self.refine_batch,), generator=self.generator)
+            pl_module.refine(self.images[index.to(self.images.device)], self.weights[index.to(self.weights.device)])
+
+    # -- the goal -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, pl_module: pl.LightningModule, stage: str) -> float:
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        images = self._sample(pl_module, self.n_eval, generator)
+        self.goal.to(pl_module.device).reset()
+        self.goal.update(images, torch.full((len(images),), self.target, device=images.device))
+        goal = self.goal.compute()
+        pl_module.log_dict({f"{stage}/goal": goal, f"{stage}/answers": float(self.answers)})
+        return float(goal)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.score(pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.score(pl_module, "test")
+
+    # -- resuming -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        partner_state = getattr(self.partner, "state_dict", None)
+        return {"images": self.images, "weights": self.weights, "answers": self.answers, "spent": self.spent,
+                "generator": self.generator.get_state(), "partner": partner_state() if partner_state else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.images, self.weights, self.answers, self.spent = state["images"], state["weights"], state["answers"], state["spent"]
+        self.generator.set_state(state["generator"])
+        if state.get("partner") is not None and hasattr(self.partner, "load_state_dict"):
+            self.partner.load_state_dict(state["partner"])
