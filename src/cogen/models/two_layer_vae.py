@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from cogen.config import CogenError
-from cogen.metrics.elbo import iwae_bound
 from cogen.models.vae import HALF_LOG_2PI, VAE
 
 
@@ -74,31 +73,9 @@ class TwoLayerVAE(VAE):
         log_px = self.likelihood.log_prob(self.decoder(z1), x)
         return log_px, log_p1 + log_p2 - log_q1 - log_q2
 
-    def _terms(self, log_px_z: torch.Tensor, log_prior_ratio: torch.Tensor) -> dict[str, torch.Tensor]:
-        recon, kl = -log_px_z.mean(0), -log_prior_ratio.mean(0)
-        out = {"recon": recon, "kl": kl, "elbo": -recon - kl}
-        log_weights = log_px_z + self.hparams.beta * log_prior_ratio
-        if self.hparams.objective == "iwae":
-            out["log_weights"], out["bound"] = log_weights, iwae_bound(log_weights, dim=0)
-        else:
-            out["bound"] = log_weights.mean(0)
-        return out
-
-    def bounds(self, x: torch.Tensor, k: int | None = None, y: None = None) -> dict[str, torch.Tensor]:
-        """As `VAE.bounds`, with the sampled KL (no closed form for two layers)."""
-        mu, logvar = self.encode(x)
-        return self._terms(*self.sample_terms(x, mu, logvar, k or self.hparams.k))
-
-    @torch.no_grad()
-    def _eval_step(self, batch, metrics: nn.ModuleDict, k: int, stage: str) -> None:
-        x = batch[0]
-        mu, logvar = self.encode(x)
-        out = self._terms(*self.sample_terms(x, mu, logvar, 1, self._eval_noise))
-        for name in ("elbo", "recon", "kl"):
-            metrics[name].update(out[name])
-        metrics["log_likelihood"].update(self.log_weights(x, k, generator=self._eval_noise))
-        self.log_dict({f"{stage}/{name}": m for name, m in metrics.items()}, on_step=False, on_epoch=True,
-                      batch_size=len(x))
+    def kl_term(self, mu: torch.Tensor, logvar: torch.Tensor, log_prior_ratio: torch.Tensor) -> torch.Tensor:
+        """No closed form for two layers: the sampled KL, -mean over draws of the log prior ratio."""
+        return -log_prior_ratio.mean(0)
 
     # -- images: the top layer z2 is the latent the callbacks see ---------------------------
     @torch.no_grad()

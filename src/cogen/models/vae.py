@@ -101,6 +101,11 @@ class VAE(pl.LightningModule):
         """KL(N(mu, exp(logvar)) || N(0, I)) per example, in closed form."""
         return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
 
+    def kl_term(self, mu: torch.Tensor, logvar: torch.Tensor, log_prior_ratio: torch.Tensor) -> torch.Tensor:
+        """The KL term of the ELBO per example: here in closed form; a model without one (e.g. two
+        stochastic layers) overrides it with the sampled -mean(log p(z) - log q(z|x))."""
+        return self.kl(mu, logvar)
+
     def sample_terms(self, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, k: int,
                      generator: torch.Generator | None = None,
                      y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,7 +134,7 @@ class VAE(pl.LightningModule):
         k = k or self.hparams.k
         mu, logvar = self.encode(x, y)
         log_px_z, log_prior_ratio = self.sample_terms(x, mu, logvar, k, y=y)
-        recon, kl, beta = -log_px_z.mean(0), self.kl(mu, logvar), self.hparams.beta
+        recon, kl, beta = -log_px_z.mean(0), self.kl_term(mu, logvar, log_prior_ratio), self.hparams.beta
         out = {"recon": recon, "kl": kl, "elbo": -recon - kl}
         if self.hparams.objective == "iwae":
             out["log_weights"] = log_px_z + beta * log_prior_ratio
@@ -191,8 +196,8 @@ class VAE(pl.LightningModule):
     def _eval_step(self, batch, metrics: nn.ModuleDict, k: int, stage: str) -> None:
         x, y = self._split(batch)
         mu, logvar = self.encode(x, y)
-        log_px_z, _ = self.sample_terms(x, mu, logvar, 1, self._eval_noise, y)
-        recon, kl = -log_px_z[0], self.kl(mu, logvar)
+        log_px_z, log_prior_ratio = self.sample_terms(x, mu, logvar, 1, self._eval_noise, y)
+        recon, kl = -log_px_z[0], self.kl_term(mu, logvar, log_prior_ratio)
         metrics["elbo"].update(-recon - kl)
         metrics["recon"].update(recon)
         metrics["kl"].update(kl)
