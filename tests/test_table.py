@@ -123,3 +123,25 @@ def test_cogen_table_runs_the_multirun_then_reuses_it(tmp_path):
     proc = cli("cogen.table", *args)
     assert "reusing completed run" in proc.stderr
     assert {r.dir.name: r.summary["run_id"] for r in find_runs([tmp_path])} == first
+
+
+def test_a_curve_of_one_metric_against_another(tmp_path):
+    """experiment=collab_modes plots goal against answers spent: one line per mode and noise, one panel per family."""
+    root = tmp_path / "sweep"
+    for family in ("vae", "dcgan"):
+        for budget, goal in ((0, 0.1), (192, 0.2), (640, 0.3)):
+            for seed in (0, 1):
+                folder = root / f"{family}-{budget}-{seed}"
+                folder.mkdir(parents=True)
+                (folder / "summary.json").write_text(json.dumps({
+                    "status": "completed", "task": "collab_modes", "seed": seed, "protocol": "short",
+                    "choices": {"model": family, "collab": "iterative_refinement"},
+                    "overrides": [f"model={family}", "collab=iterative_refinement", "collab.partner.noise=0.0",
+                                  f"collab.partner.budget={budget}", f"seed={seed}"],
+                    "metrics": {"test/goal": goal + 0.02 * seed, "test/answers": float(budget)}}))
+    out = tmp_path / "table"
+    assert build(["experiment=collab_modes", f"runs=[{root}]", f"out={out}"]) == 0
+    rows = {(r["family"], r["budget"], r["metric"]): r for r in csv.DictReader((out / "table.csv").open())}
+    assert float(rows[("vae", "640", "goal (share of wanted digit)")]["mean"]) == pytest.approx(0.31)
+    assert float(rows[("dcgan", "192", "answers spent")]["mean"]) == 192
+    assert (out / "curve.png").stat().st_size > 0

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 from cogen.config import CONF_DIR
-from cogen.utils.aggregate import (Group, Run, TableSpec, aggregate, blocks, find_runs, read_paper, row_values, to_csv,
+from cogen.utils.aggregate import (Group, Metric, Run, TableSpec, aggregate, blocks, find_runs, read_paper, row_values, to_csv,
                                    to_markdown, to_tex, wall_time)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,7 +230,40 @@ def write_figures(groups: list[Group], spec: TableSpec, out: Path) -> list[Path]
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
     written += _bar_plot(groups, spec, out, plt)
+    if spec.curve:
+        written.append(_curve_plot(groups, spec, out, plt))
     return written
+
+
+def _curve_plot(groups: list[Group], spec: TableSpec, out: Path, plt) -> Path:
+    """curve.png: metric y against metric x (each group's mean over seeds, std as error bars), one
+    line per value of the `series` group key, one panel per value of `panels` (e.g. quality per
+    feedback answer spent, one line per mode, one panel per model family)."""
+    c, names = spec.curve, list(spec.group)
+    x, y = Metric(key=c["x"], name=c["x"]), Metric(key=c["y"], name=c["y"])
+    series_keys = [c["series"]] if isinstance(c.get("series"), str) else list(c.get("series") or [])
+    panel_of = (lambda g: g.key[names.index(c["panels"])]) if c.get("panels") else (lambda g: None)
+    series_of = lambda g: tuple(g.key[names.index(k)] for k in series_keys)   # noqa: E731
+    ran = [g for g in groups if g.completed]
+    panels = sorted({panel_of(g) for g in ran}, key=lambda v: (spec.order(v), str(v)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        members = [g for g in ran if panel_of(g) == panel]
+        for series in sorted({series_of(g) for g in members}, key=lambda v: [(spec.order(p), str(p)) for p in v]):
+            points = sorted((g.cell(x).mean, g.cell(y).mean, g.cell(y).std or 0) for g in members
+                            if series_of(g) == series and g.cell(x).n and g.cell(y).n)
+            ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
+                        capsize=2, label=", ".join(f"{k} {spec.label(v)}" for k, v in zip(series_keys, series)) or None)
+        ax.set_title(spec.label(panel) if panel is not None else spec.title, fontsize=9)
+        ax.set_xlabel(c.get("x_label", c["x"]))
+        ax.set_ylabel(c.get("y_label", c["y"]))
+        if series_keys:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "curve.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _bar_plot(groups: list[Group], spec: TableSpec, out: Path, plt) -> list[Path]:

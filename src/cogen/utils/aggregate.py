@@ -41,6 +41,7 @@ class TableSpec:
     paper: str | None = None               # the paper file, relative to the experiment folder
     paper_spread: str = "standard error"
     figure: dict[str, str] = field(default_factory=dict)
+    curve: dict[str, str] = field(default_factory=dict)   # {x, y: metric keys; series, panels: group keys}
 
     @classmethod
     def from_dict(cls, node: dict[str, Any]) -> "TableSpec":
