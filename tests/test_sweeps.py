@@ -38,6 +38,10 @@ def test_basic_launcher_poisoned_job_fails_alone_and_jobs_share_a_wandb_group(tm
     assert runs[0]["run_group"] == runs[1]["run_group"] == f"train-{tmp_path.name}"
     assert "data.mixture.std=0.01" in runs[0]["tags"] and "data.mixture.std=nan" in runs[1]["tags"]
     assert runs[0]["run_id"] != runs[1]["run_id"]
+    # summary.json travels with the W&B run (synced with it), for cogen-table runs=wandb:<entity>/<project>/<group>
+    for job in ("0", "1"):
+        (attached,) = (tmp_path / job).glob("wandb/offline-run-*/files/summary.json")
+        assert json.loads(attached.read_text()) == json.loads((tmp_path / job / "summary.json").read_text())
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])

@@ -145,3 +145,17 @@ def test_a_curve_of_one_metric_against_another(tmp_path):
     assert float(rows[("vae", "640", "goal (share of wanted digit)")]["mean"]) == pytest.approx(0.31)
     assert float(rows[("dcgan", "192", "answers spent")]["mean"]) == 192
     assert (out / "curve.png").stat().st_size > 0
+
+
+def test_a_wandb_group_without_a_server_is_a_short_error(tmp_path, monkeypatch):
+    """runs=wandb:<entity>/<project>/<group> reads the group from the W&B server; here there is none
+    (no login, no network), and the builder says what to do in one line."""
+    from cogen.utils.wandb_group import WandbGroupError
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))   # no stored login
+    monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
+    with pytest.raises(WandbGroupError, match=r"could not list the group on W&B .*wandb login"):
+        build(["experiment=pacgan_2d", "runs=wandb:me/cogen/train-sweep", f"out={tmp_path / 'out'}"])
+    with pytest.raises(WandbGroupError, match="write runs=wandb:<entity>/<project>/<group>"):
+        build(["experiment=pacgan_2d", "runs=wandb:cogen-only", f"out={tmp_path / 'out'}"])

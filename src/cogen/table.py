@@ -10,7 +10,8 @@
    metrics.png into the output folder; prints the Markdown.
 
 With `runs=[dir1,dir2]` nothing is launched: the table is built from those folders (run or multirun
-folders, searched for summary.json). Extra `key=value` arguments go to every training job; they also
+folders, searched for summary.json). With `runs=wandb:<entity>/<project>/<group>` the runs of a W&B
+group (synced or online) are read from the server: each run's summary.json is downloaded first. Extra `key=value` arguments go to every training job; they also
 name the sweep dir (outputs/<task>/<protocol>+<overrides>), so differently configured runs never mix.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 from cogen.config import CONF_DIR
+from cogen.utils import wandb_group
 from cogen.utils.aggregate import (Group, Metric, Run, TableSpec, aggregate, blocks, find_runs, read_paper, row_values, to_csv,
                                    to_markdown, to_tex, wall_time)
 
@@ -300,7 +302,14 @@ def build(argv: list[str]) -> int:
     tag = "+".join([protocol or "default", *sorted(e.replace("/", "_") for e in extras)])
     out = Path(opts["out"] or Path(cfg.paths.log_dir) / cfg.task / tag).resolve()
     status = 0
-    if opts["runs"]:
+    if opts["runs"] and opts["runs"].startswith(wandb_group.PREFIX):   # a W&B group, read from the server
+        _, group = wandb_group.parse(opts["runs"])
+        out = Path(opts["out"] or Path(cfg.paths.log_dir) / cfg.task / f"wandb-{group}").resolve()
+        runs = find_runs([wandb_group.download(opts["runs"], out / "runs")])
+        sweep, expected = {}, None
+        found = {r.summary.get("protocol") for r in runs}
+        protocol = opts["protocol"] or (found.pop() if len(found) == 1 else None)
+    elif opts["runs"]:
         runs = find_runs(Path(p) for p in _items(opts["runs"]))
         sweep, expected = {}, None
         out = Path(opts["out"]).resolve() if opts["out"] else Path(os.path.commonpath([r.dir.resolve() for r in runs] or ["."]))
@@ -344,7 +353,7 @@ def build(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> None:
     try:
         code = build(sys.argv[1:] if argv is None else argv)
-    except (TableError, ValueError, FileNotFoundError) as e:
+    except (TableError, wandb_group.WandbGroupError, ValueError, FileNotFoundError) as e:
         console.print(f"[bold red]cogen-table error:[/] {e}")
         code = 1
     except Exception as e:  # noqa: BLE001 - Hydra's composition errors come in several types

@@ -73,7 +73,16 @@ def write_summary(out: Path, cfg: DictConfig, status: str, metrics: dict[str, An
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _attach_to_wandb(out / "summary.json")
     return summary
+
+
+def _attach_to_wandb(path: Path) -> None:
+    """Put summary.json among the files of this job's W&B run (synced with it), so that
+    `cogen-table runs=wandb:<entity>/<project>/<group>` can read a group's runs from the server."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.save(str(path), base_path=str(path.parent), policy="now")
 
 
 def completed_summary(out: Path) -> dict | None:
