@@ -26,13 +26,15 @@ def test_partner_ratings_raise_the_share_of_the_wanted_class(tmp_path):
     assert refined >= MIN_GOAL and refined >= alone + MIN_GAIN, (alone, refined)
 
 
-@pytest.mark.parametrize("spent", ["continue", "stop"])
+@pytest.mark.parametrize("spent", ["reuse", "data", "stop"])
 def test_budget_is_kept_and_the_mode_goes_on_as_configured(tmp_path, spent):
     train(tmp_path, *VAE, "trainer.max_epochs=5", "trainer.limit_train_batches=2", "collab.partner.budget=100",
-          f"collab.on_budget_spent={spent}", "collab.n_eval=100")
+          f"collab.on_budget_spent={spent}", "collab.n_eval=100", "collab.keep_at_least=1")  # keep every sample
     result = summary(tmp_path)
     assert result["metrics"]["test/answers"] == 100
-    assert result["global_step"] == (10 if spent == "continue" else 4)   # stopped after the second round
+    assert result["global_step"] == (4 if spent == "stop" else 10)   # stop: ends after the second round
+    # 10 steps per round; reuse goes on refining on the liked samples after every later epoch too
+    assert result["metrics"]["feedback/refine_steps"] == (50 if spent == "reuse" else 20)
     store = FeedbackStore(tmp_path / "feedback.sqlite")
     ratings = [r.answer for r in store.records()]
     assert [len(r) for r in ratings] == [64, 36] and all(1 <= int(v) <= 5 for r in ratings for v in r)

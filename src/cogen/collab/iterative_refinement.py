@@ -10,8 +10,9 @@ Kept samples join a buffer (the newest `buffer_size`); each round takes `refine_
 The partner's wish is a target class; the goal metric `<stage>/goal` is the share of `n_eval`
 fresh samples that the domain classifier assigns to it, without the partner's noise. Logged with
 it: `feedback/answers` (ratings spent so far), `feedback/kept` and `feedback/mean_rating` per round.
-When the budget is spent the mode says so once and, by `on_budget_spent`, trains on the data
-only (`continue`) or ends training (`stop`).
+When the budget is spent the mode says so once and, by `on_budget_spent`, keeps fine-tuning on
+the liked samples it has after every epoch (`reuse`: feedback once paid for keeps working), trains
+on the data only (`data`), or ends training (`stop`). `feedback/refine_steps` counts the steps taken.
 """
 from __future__ import annotations
 
@@ -27,14 +28,14 @@ from cogen.config import CogenError
 from cogen.metrics.adherence import PromptAdherence
 
 log = logging.getLogger(__name__)
-UPDATES, ON_SPENT = ("filtered", "weighted"), ("continue", "stop")
+UPDATES, ON_SPENT = ("filtered", "weighted"), ("reuse", "data", "stop")
 
 
 class IterativeRefinement(pl.Callback):
     def __init__(self, partner: Partner, judge: Callable[[], nn.Module], target: int, n_per_round: int = 64,
                  every_n_epochs: int = 1, start_epoch: int = 0, update: str = "filtered", keep_at_least: int = 4,
                  buffer_size: int = 1024, refine_steps: int = 10, refine_batch: int = 64,
-                 on_budget_spent: str = "continue", n_eval: int = 1000, seed: int = 0):
+                 on_budget_spent: str = "reuse", n_eval: int = 1000, seed: int = 0):
         if update not in UPDATES:
             raise CogenError(f"collab.update={update!r}: use one of {', '.join(UPDATES)}.")
         if on_budget_spent not in ON_SPENT:
@@ -52,7 +53,7 @@ class IterativeRefinement(pl.Callback):
         self.classifier_card = dict(getattr(self.goal.classifier, "card", {}))
         self.generator = torch.Generator().manual_seed(seed)
         self.images = self.weights = None
-        self.answers, self.spent = 0, False
+        self.answers, self.spent, self.refine_steps_taken = 0, False, 0
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not (callable(getattr(pl_module, "sample", None)) and callable(getattr(pl_module, "refine", None))):
@@ -65,9 +66,12 @@ class IterativeRefinement(pl.Callback):
     # -- a round --------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
-        if epoch >= self.start_epoch and (epoch - self.start_epoch) % self.every_n_epochs == 0 and not self.spent:
-            self.round(trainer, pl_module)
-        pl_module.log("feedback/answers", float(self.answers))
+        if epoch >= self.start_epoch and (epoch - self.start_epoch) % self.every_n_epochs == 0:
+            if not self.spent:
+                self.round(trainer, pl_module)
+            elif self.on_budget_spent == "reuse":
+                self.refine(pl_module)
+        pl_module.log_dict({"feedback/answers": float(self.answers), "feedback/refine_steps": float(self.refine_steps_taken)})
 
     def _sample(self, pl_module: pl.LightningModule, n: int, generator: torch.Generator) -> torch.Tensor:
         was_training = pl_module.training
@@ -85,7 +89,8 @@ class IterativeRefinement(pl.Callback):
         if got < self.n_per_round:
             self.spent = True
             log.info("the partner's budget is spent after %d ratings: iterative_refinement %s", self.answers,
-                     "ends training" if self.on_budget_spent == "stop" else "trains on the data only from now on")
+                     {"stop": "ends training", "data": "trains on the data only from now on",
+                      "reuse": "keeps fine-tuning on the liked samples it has"}[self.on_budget_spent])
             if self.on_budget_spent == "stop":
                 trainer.should_stop = True
         if not got:
@@ -120,6 +125,7 @@ class IterativeRefinement(pl.Callback):
         for _ in range(self.refine_steps):
             index = torch.randint(len(self.images), (self.refine_batch,), generator=self.generator)
             pl_module.refine(self.images[index.to(self.images.device)], self.weights[index.to(self.weights.device)])
+            self.refine_steps_taken += 1
 
     # -- the goal -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -143,10 +149,12 @@ class IterativeRefinement(pl.Callback):
     def state_dict(self) -> dict:
         partner_state = getattr(self.partner, "state_dict", None)
         return {"images": self.images, "weights": self.weights, "answers": self.answers, "spent": self.spent,
+                "refine_steps": self.refine_steps_taken,
                 "generator": self.generator.get_state(), "partner": partner_state() if partner_state else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.images, self.weights, self.answers, self.spent = state["images"], state["weights"], state["answers"], state["spent"]
+        self.refine_steps_taken = state.get("refine_steps", 0)
         self.generator.set_state(state["generator"])
         if state.get("partner") is not None and hasattr(self.partner, "load_state_dict"):
             self.partner.load_state_dict(state["partner"])
