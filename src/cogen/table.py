@@ -175,8 +175,8 @@ def header_lines(cfg, spec: TableSpec, protocol: str | None, groups: list[Group]
     elapsed, summed = wall_time(runs)
     lines = [f"**protocol={protocol or ','.join(protocols)}**" + (f": {label}" if label else ""),
              "",
-             f"- ours: mean ± {spec.spread} over seeds {', '.join(map(str, seeds)) or '—'} (runs column: completed per row);"
-             f" paper: mean ± {spec.paper_spread}" + (f" ({source})" if source else ""),
+             f"- ours: mean ± {spec.spread} over seeds {', '.join(map(str, seeds)) or '—'} (runs column: completed per row)"
+             + (f"; paper: mean ± {spec.paper_spread}" + (f" ({source})" if source else "") if spec.paper else ""),
              f"- {len(done)} completed, {len(runs) - len(done)} failed, {sum(g.missing for g in groups)} missing;"
              f" wall time {_duration(elapsed)} from the first start to the last finish,"
              f" {_duration(summed)} summed over runs; runs in `{out}`"]

@@ -265,14 +265,17 @@ def to_markdown(groups: list[Group], spec: TableSpec, header: list[str]) -> str:
     for block, members in blocks(groups, spec):
         if block is not None:
             lines += [f"## {spec.label(block)}", ""]
-        cols = [*spec.rows, "runs"] + [c for m in spec.metrics for c in (f"{m.name} (ours)", "paper")]
+        # An experiment without a paper (cogen's own benchmark) has no paper columns.
+        cols = [*spec.rows, "runs"] + [c for m in spec.metrics
+                                       for c in ((f"{m.name} (ours)", "paper") if spec.paper else (m.name,))]
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         best = {m.name: _best(members, m) for m in spec.metrics}
         for g in members:
             cells = [*row_values(g, spec), g.runs_text()]
             for m in spec.metrics:
                 text, mean = _ours(g, m, spec)
-                cells += [f"**{text}**" if mean is not None and mean == best[m.name] else text, _paper(g, m)]
+                cells += [f"**{text}**" if mean is not None and mean == best[m.name] else text]
+                cells += [_paper(g, m)] if spec.paper else []
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -315,6 +318,6 @@ def to_tex(groups: list[Group], spec: TableSpec, caption: str = "") -> str:
             for m in spec.metrics:
                 ours.append(_tex(_ours(g, m, spec)[0]) if g else "--")
                 paper.append(_tex(_paper(g, m)) if g else "--")
-        out += [" & ".join(ours) + r" \\", " & ".join(paper) + r" \\ \hline"]
+        out += [" & ".join(ours) + r" \\", " & ".join(paper) + r" \\ \hline"] if spec.paper else [" & ".join(ours) + r" \\ \hline"]
     out += [r"\end{tabular}", rf"\caption{{{_tex(caption)}}}" if caption else "", r"\end{table}", ""]
     return "\n".join(line for line in out if line)
