@@ -56,6 +56,8 @@ class RunSchema:
     skip_completed: bool = False
     objective_metric: Optional[str] = None
     protocols: Any = None   # an experiment's budgets by name; `protocol` picks one
+    feedback_from_epoch: Optional[int] = None   # collab=iterative_refinement's first round, set by an
+                                                # experiment that sweeps modes which lack that key
     table: Any = None
     model: Any = None
     data: Any = None

@@ -33,7 +33,7 @@ UPDATES, ON_SPENT = ("filtered", "weighted"), ("reuse", "data", "stop")
 
 class IterativeRefinement(pl.Callback):
     def __init__(self, partner: Partner, judge: Callable[[], nn.Module], target: int, n_per_round: int = 64,
-                 every_n_epochs: int = 1, start_epoch: int = 0, update: str = "filtered", keep_at_least: int = 4,
+                 every_n_epochs: int = 1, start_epoch: int | None = 0, update: str = "filtered", keep_at_least: int = 4,
                  buffer_size: int = 1024, refine_steps: int = 10, refine_batch: int = 64,
                  on_budget_spent: str = "reuse", n_eval: int = 1000, seed: int = 0):
         if update not in UPDATES:
@@ -46,7 +46,7 @@ class IterativeRefinement(pl.Callback):
             raise CogenError("collab.n_per_round, every_n_epochs, buffer_size, refine_batch and n_eval must be at "
                              "least 1, and refine_steps at least 0.")
         self.partner, self.target, self.n_per_round = partner, int(target), n_per_round
-        self.every_n_epochs, self.start_epoch, self.update, self.keep_at_least = every_n_epochs, start_epoch, update, keep_at_least
+        self.every_n_epochs, self.start_epoch, self.update, self.keep_at_least = every_n_epochs, start_epoch or 0, update, keep_at_least
         self.buffer_size, self.refine_steps, self.refine_batch = buffer_size, refine_steps, refine_batch
         self.on_budget_spent, self.n_eval, self.seed = on_budget_spent, n_eval, seed
         self.goal = PromptAdherence(judge())
