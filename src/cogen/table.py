@@ -239,8 +239,9 @@ def write_figures(groups: list[Group], spec: TableSpec, out: Path) -> list[Path]
 
 def _curve_plot(groups: list[Group], spec: TableSpec, out: Path, plt) -> Path:
     """curve.png: metric y against metric x (each group's mean over seeds, std as error bars), one
-    line per value of the `series` group key, one panel per value of `panels` (e.g. quality per
-    feedback answer spent, one line per mode, one panel per model family)."""
+    line per value of the `series` group key(s), one panel per value of `panels` (e.g. quality per
+    feedback answer spent, one line per mode, one panel per model family). `ref_x`/`ref_y` add one
+    reference point per panel (e.g. the exact optimum), labelled `ref_label`."""
     c, names = spec.curve, list(spec.group)
     x, y = Metric(key=c["x"], name=c["x"]), Metric(key=c["y"], name=c["y"])
     series_keys = [c["series"]] if isinstance(c.get("series"), str) else list(c.get("series") or [])
@@ -256,10 +257,16 @@ def _curve_plot(groups: list[Group], spec: TableSpec, out: Path, plt) -> Path:
                             if series_of(g) == series and g.cell(x).n and g.cell(y).n)
             ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
                         capsize=2, label=", ".join(f"{k} {spec.label(v)}" for k, v in zip(series_keys, series)) or None)
-        ax.set_title(spec.label(panel) if panel is not None else spec.title, fontsize=9)
+        if c.get("ref_x") and c.get("ref_y"):   # e.g. the exact optimum each run reports beside its own point
+            rx, ry = Metric(key=c["ref_x"], name=c["ref_x"]), Metric(key=c["ref_y"], name=c["ref_y"])
+            refs = [(g.cell(rx).mean, g.cell(ry).mean) for g in members if g.cell(rx).n and g.cell(ry).n]
+            if refs:
+                ax.plot(sum(r[0] for r in refs) / len(refs), sum(r[1] for r in refs) / len(refs), "o", mfc="none",
+                        mec="k", ms=12, label=c.get("ref_label", "reference"))
+        ax.set_title(f"{c['panels']} {spec.label(panel)}" if panel is not None else spec.title, fontsize=9)
         ax.set_xlabel(c.get("x_label", c["x"]))
         ax.set_ylabel(c.get("y_label", c["y"]))
-        if series_keys:
+        if series_keys or c.get("ref_x"):
             ax.legend(fontsize=7)
     fig.tight_layout()
     path = out / "curve.png"
