@@ -20,6 +20,8 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from cogen.utils.modes import eval_mode
+
 
 def image_grid(images: torch.Tensor, nrow: int, pad: int = 1, min_cell: int = 28) -> np.ndarray:
     """(N, C, H, W) in [0, 1] -> an (rows*H', nrow*W'[, 3]) float array; small images are
@@ -74,13 +76,9 @@ class ImageGrid(pl.Callback):
 
     @rank_zero_only
     def plot(self, trainer, pl_module, name: str) -> None:
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
+        with eval_mode(pl_module):
             images, labels = self._reference_images(trainer)
             paths = self.grids(pl_module, images.to(pl_module.device), name, labels.to(pl_module.device))
-        finally:
-            pl_module.train(was_training)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 for key, path in paths.items():

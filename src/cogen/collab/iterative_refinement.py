@@ -26,6 +26,7 @@ from torch import nn
 from cogen.collab.partner import RATINGS, Partner
 from cogen.config import CogenError
 from cogen.metrics.adherence import PromptAdherence
+from cogen.utils.modes import eval_mode
 
 log = logging.getLogger(__name__)
 UPDATES, ON_SPENT = ("filtered", "weighted"), ("reuse", "data", "stop")
@@ -74,12 +75,8 @@ class IterativeRefinement(pl.Callback):
         pl_module.log_dict({"feedback/answers": float(self.answers), "feedback/refine_steps": float(self.refine_steps_taken)})
 
     def _sample(self, pl_module: pl.LightningModule, n: int, generator: torch.Generator) -> torch.Tensor:
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
+        with eval_mode(pl_module):
             return pl_module.sample(n, generator=generator)
-        finally:
-            pl_module.train(was_training)
 
     def round(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         images = self._sample(pl_module, self.n_per_round, self._device_generator(pl_module))

@@ -28,6 +28,7 @@ from cogen.collab import log_png
 from cogen.collab.partner import Partner
 from cogen.config import CogenError
 from cogen.metrics.adherence import PromptAdherence
+from cogen.utils.modes import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,8 @@ class PromptGuided(pl.Callback):
     def prompt(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> float:
         requested = self.requests(ask_partner=stage == "test").to(pl_module.device)
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
+        with eval_mode(pl_module):
             images = pl_module.sample(len(requested), labels=requested, generator=generator)
-        finally:
-            pl_module.train(was_training)
         self.adherence.to(pl_module.device).reset()
         self.adherence.update(images, requested)
         adherence = self.adherence.compute()

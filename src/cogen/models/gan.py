@@ -27,6 +27,7 @@ from torchmetrics import Metric, MetricCollection
 
 from cogen.config import CogenError
 from cogen.nets.global_bn import use_global_batchnorm
+from cogen.utils.modes import eval_mode
 from cogen.utils.step_logs import writes_step_logs
 
 
@@ -149,11 +150,8 @@ class GAN(pl.LightningModule):
     @torch.no_grad()
     def generate(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Samples in eval mode (BatchNorm uses its running statistics); labels for a cGAN."""
-        was_training = self.generator.training
-        self.generator.eval()
-        samples = self.generator(noise) if labels is None else self.generator(noise, labels)
-        self.generator.train(was_training)
-        return samples
+        with eval_mode(self.generator):
+            return self.generator(noise) if labels is None else self.generator(noise, labels)
 
     def sample(self, n: int, labels: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
