@@ -16,6 +16,7 @@ FAMILIES = {
     "cogen.models.two_layer_vae.TwoLayerVAE": "vae2",
     "cogen.models.rl_lm.RLLM": "rl_lm",
     "cogen.models.lm.LMPretrain": "lm_pretrain",
+    "cogen.models.knowledge_lm.KnowledgeLM": "kg_lm",
 }
 MODES = {
     "cogen.collab.prompt_guided.PromptGuided": "prompt_guided",
@@ -28,16 +29,19 @@ UNSUPPORTED = {
         "vae2": "the two-layer VAE has no class-conditional version; use model=vae or vae_conv",
         "rl_lm": "the RL-tuned LM takes its prompts from the data (data=markov_prompts), not yet from a partner",
         "lm_pretrain": "pre-training reads text only; a partner takes part in model=rl_lm",
+        "kg_lm": "its prompts are the graph's questions; the partner supplies facts and rules (model/fusion)",
     },
     "co_creation": {
         "gan": "a GAN has no encoder to condition on the partner's pixels; use model=vae or vae_conv",
         "vae2": "completion is built for one stochastic layer; use model=vae or vae_conv",
         "rl_lm": "text completion of a partner's draft is not built yet; use an image model (model=vae)",
         "lm_pretrain": "pre-training reads text only; a partner takes part in model=rl_lm",
+        "kg_lm": "text completion of a partner's draft is not built yet; the partner supplies facts and rules (model/fusion)",
     },
     "iterative_refinement": {
         "rl_lm": "the RL-tuned LM takes its feedback from model/reward, not yet from a partner",
         "lm_pretrain": "pre-training reads text only; a partner takes part in model=rl_lm",
+        "kg_lm": "the knowledge-fused LM learns from the graph's facts; the partner supplies facts and rules (model/fusion)",
     },
 }
 
