@@ -8,9 +8,12 @@ names, the cheapest baseline). Every backend returns exactly min(k, len(facts)) 
 first, with ties going to the lower index, so runs are reproducible."""
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from collections.abc import Sequence
 from functools import cached_property, lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,7 +45,8 @@ class Retriever:
     """Ranks `facts` for each query. Queries are prompts such as "the capital of France is": the
     statement of the fact that answers it starts with exactly that text."""
 
-    def __init__(self, facts: Sequence[Triple], verbaliser: Verbaliser, backend: str = "minilm", k: int = 5):
+    def __init__(self, facts: Sequence[Triple], verbaliser: Verbaliser, backend: str = "minilm", k: int = 5,
+                 cache_dir: str | None = None):
         if backend not in BACKENDS:
             raise CogenError(f"retrieval backend {backend!r} is unknown: use one of {', '.join(BACKENDS)}.")
         if k < 1:
@@ -53,6 +57,7 @@ class Retriever:
         self.verbaliser = verbaliser
         self.backend = backend
         self.k = k
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None   # MiniLM embeddings, shared by runs
         self.statements = [verbaliser.statement(f) for f in self.facts]
         self._scorer = {"minilm": MiniLMScorer, "bm25": BM25Scorer, "entity": EntityScorer}[backend](self)
 
@@ -125,6 +130,7 @@ class MiniLMScorer:
 
     def __init__(self, retriever: Retriever):
         self.statements = retriever.statements
+        self.cache_dir = retriever.cache_dir
         self.tokenizer, self.model = load_minilm()
 
     @cached_property
@@ -133,11 +139,26 @@ class MiniLMScorer:
         return self.embed(self.statements)
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        """Through a per-process cache: a model's training and evaluation KBs share most statements."""
+        """Through a per-process cache (a model's training and evaluation KBs share most
+        statements), and a file cache in `cache_dir` (every seed and fusion of a sweep asks again)."""
         missing = sorted(set(texts) - _EMBEDDED.keys())
         if missing:
-            _EMBEDDED.update(zip(missing, encode(missing, self.tokenizer, self.model, self.batch_size)))
+            _EMBEDDED.update(zip(missing, self._encode_or_load(missing)))
         return torch.stack([_EMBEDDED[t] for t in texts]) if texts else torch.empty(0, self.model.config.hidden_size)
+
+    def _encode_or_load(self, texts: list[str]) -> torch.Tensor:
+        if self.cache_dir is None:
+            return encode(texts, self.tokenizer, self.model, self.batch_size)
+        key = hashlib.sha256("\n".join([MINILM_PACKAGE, *texts]).encode()).hexdigest()[:20]
+        path = self.cache_dir / f"{key}.pt"
+        if path.is_file():
+            return torch.load(path)
+        embeddings = encode(texts, self.tokenizer, self.model, self.batch_size)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(embeddings, partial)
+        os.replace(partial, path)   # atomic: a parallel job reads a whole file or none
+        return embeddings
 
     def scores(self, queries: list[str]) -> np.ndarray:
         query_embeddings = self.embed(queries)
