@@ -52,7 +52,8 @@ def test_filtered_ranks_skip_other_true_tails_and_split_ties():
 def test_rules_from_the_whole_graph_make_every_generated_object_a_listed_one():
     """fusion=constrained with the partner's rules checked against every known fact: greedy
     `generate` through the logits processor can then only write a listed object, even from an
-    untrained model, so accuracy is 1 and nothing contradicts the graph."""
+    untrained model, so every object is true, none contradicts the graph, and every one-valued
+    fact (capital, region, ...) is stated exactly."""
     import pytorch_lightning as pl
 
     from cogen.data.kg import KGDataModule
@@ -71,8 +72,11 @@ def test_rules_from_the_whole_graph_make_every_generated_object_a_listed_one():
         pl.seed_everything(0, verbose=False)
         model = KnowledgeLM(graph, templates, policy, fusion=fusion, rules_knowledge="known")
         (results[name],) = trainer.test(model, KGDataModule(graph, templates), verbose=False)
-    assert results["constrained"]["test/accuracy"] == 1.0 and results["constrained"]["test/contradiction_rate"] == 0.0
-    assert results["none"]["test/accuracy"] < 0.05   # the same untrained model without rules
+    constrained, alone = results["constrained"], results["none"]
+    assert constrained["test/true_rate"] == 1.0 and constrained["test/contradiction_rate"] == 0.0
+    one_valued = sum(t.relation in graph.functional for t in graph.test) / len(graph.test)
+    assert constrained["test/accuracy"] >= one_valued >= 0.4   # half the test facts are one-valued (seed 0)
+    assert alone["test/accuracy"] < 0.05 and alone["test/true_rate"] < 0.05   # the same untrained model without rules
     assert results["constrained"]["test/hits@1"] > 0.4
 
 

@@ -10,9 +10,10 @@ knowledge graph the human partner trusts, through one of the fusion methods (`mo
   logits processor in `generate` (and the same mask in the ranking).
 
 Every sequence is `<bos> [facts ; ... <sep>] prompt object`, left-padded; the object is one
-entity token (`cogen.kg.tokenizer`). Metrics: filtered Hits@k and MRR over all entities, the
-accuracy and contradiction rate of the greedily generated object, and the perplexity of the
-statement tokens (fluency).
+entity token (`cogen.kg.tokenizer`). Metrics: filtered Hits@k and MRR over all entities; for the
+greedily generated object its exact match with the held-out one (accuracy), the share the graph
+knows to be true (true_rate: another listed border counts), and the contradiction rate (another
+object for a one-valued relation); and the perplexity of the statement tokens (fluency).
 """
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ class KnowledgeLM(pl.LightningModule):
         self.entity_offset = int(self.tokenizer.entity_ids[0])
         self.num_entities = len(self.tokenizer.entity_ids)
         self.metrics = nn.ModuleDict({stage: nn.ModuleDict({
-            "link": LinkPrediction(hits_at=(1, 3, 10)), "accuracy": MeanMetric(), "contradiction_rate": MeanMetric(),
+            "link": LinkPrediction(hits_at=(1, 3, 10)), "accuracy": MeanMetric(), "true_rate": MeanMetric(),
+            "contradiction_rate": MeanMetric(),
             "perplexity": Perplexity(ignore_index=IGNORE)}) for stage in ("val", "test")})
 
     @property
@@ -172,16 +174,17 @@ class KnowledgeLM(pl.LightningModule):
             known[row, [self.tokenizer.entity_id(e) - self.entity_offset for e in self.graph.tails[t.head, t.relation]]] = True
         metrics["link"].update(entity_scores, gold, known)
         written = self.generate_objects(triples, stage)
-        right = torch.tensor([w in self.graph.tails[t.head, t.relation] for w, t in zip(written, triples)], dtype=torch.float)
-        contradicts = torch.tensor([t.relation in self.graph.functional and w not in self.graph.tails[t.head, t.relation]
-                                    for w, t in zip(written, triples)], dtype=torch.float)
-        metrics["accuracy"].update(right.to(self.device))
-        metrics["contradiction_rate"].update(contradicts.to(self.device))
+        true = [w in self.graph.tails[t.head, t.relation] for w, t in zip(written, triples)]
+        verdicts = {"accuracy": [w == t.tail for w, t in zip(written, triples)],   # the held-out object itself
+                    "true_rate": true,                                           # any object the graph knows
+                    "contradiction_rate": [t.relation in self.graph.functional and not ok for ok, t in zip(true, triples)]}
+        for name, values in verdicts.items():
+            metrics[name].update(torch.tensor(values, dtype=torch.float, device=self.device))
 
     def _log_epoch(self, stage: str) -> None:
         metrics = self.metrics[stage]
         values = {f"{stage}/{k}": v for k, v in metrics["link"].compute().items()}
-        values.update({f"{stage}/{k}": metrics[k].compute() for k in ("accuracy", "contradiction_rate", "perplexity")})
+        values.update({f"{stage}/{k}": metrics[k].compute() for k in ("accuracy", "true_rate", "contradiction_rate", "perplexity")})
         self.log_dict(values, sync_dist=False)
         for metric in metrics.values():
             metric.reset()
