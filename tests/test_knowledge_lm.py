@@ -84,8 +84,8 @@ def test_rules_from_the_whole_graph_make_every_generated_object_a_listed_one():
 def test_retrieval_beats_the_lm_alone_on_countries_it_never_saw(tmp_path):
     """The issue's check, and Petroni et al. 2020's finding: with the relevant facts retrieved
     into its context (MiniLM), the LM states facts about held-out countries far better than it
-    does alone. Measured (5 epochs, seed 0): accuracy 0.16 alone vs 0.62 with retrieval, Hits@1
-    0.12 vs 0.48."""
+    does alone. Measured (5 epochs, seed 0): exact match 0.118 alone vs 0.443 with retrieval,
+    Hits@1 0.123 vs 0.476 (experiments/knowledge_fusion has all seeds)."""
     metrics = {}
     for fusion in ("none", "retrieval"):
         run = tmp_path / fusion
@@ -94,7 +94,7 @@ def test_retrieval_beats_the_lm_alone_on_countries_it_never_saw(tmp_path):
         metrics[fusion] = summary(run)["metrics"]
         assert (run / "metrics.csv").is_file()
     alone, fused = metrics["none"], metrics["retrieval"]
-    assert fused["test/accuracy"] >= alone["test/accuracy"] + 0.3, (alone, fused)
+    assert fused["test/accuracy"] >= alone["test/accuracy"] + 0.25, (alone, fused)
     assert fused["test/hits@1"] >= alone["test/hits@1"] + 0.2, (alone, fused)
     assert fused["test/contradiction_rate"] < alone["test/contradiction_rate"]
     assert fused["test/perplexity"] < alone["test/perplexity"]
