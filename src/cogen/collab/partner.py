@@ -208,6 +208,15 @@ class SimulatedPartner(Partner):
         return make_masks(shape, self.mask, self.generator)
 
 
+def simulated_parts(partner: Partner) -> list[SimulatedPartner]:
+    """The simulated partners behind `partner`: itself, the one a RecordedPartner records, or a web
+    partner's fallback. A mode gives them what the family judges by (an oracle, the graph's facts)
+    when the config gave them none."""
+    inner = partner.__dict__.get("partner", partner)   # through RecordedPartner
+    found = [inner, getattr(inner, "simulated", None)]
+    return [p for p in found if isinstance(p, SimulatedPartner)]
+
+
 def make_masks(shape: torch.Size, mask: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """(B, C, H, W) bool, True on the kept part (one of MASKS); shared by every partner that edits,
     so a person's top_half is the simulated partner's. random_box draws its boxes from `generator`."""

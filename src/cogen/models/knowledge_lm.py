@@ -9,6 +9,10 @@ knowledge graph the human partner trusts, through one of the fusion methods (`mo
 - `constrained`: rules the partner supplies restrict the object at decoding time, through a
   logits processor in `generate` (and the same mask in the ranking).
 
+With `collab=knowledge_guided` the partner's own facts take the retriever's place at use time
+(`fact_source`); a question the partner does not answer falls back to retrieval from the
+training facts, all the model could find on its own.
+
 Every sequence is `<bos> [facts ; ... <sep>] prompt object`, left-padded; the object is one
 entity token (`cogen.kg.tokenizer`). Metrics: filtered Hits@k and MRR over all entities; for the
 greedily generated object its exact match with the held-out one (accuracy), the share the graph
@@ -59,6 +63,8 @@ class KnowledgeLM(pl.LightningModule):
         self._make_retriever = retriever
         self._retrievers: dict[str, object] = {}
         self._contexts: dict[tuple[str, str, str], list[int]] = {}
+        # Set by collab=knowledge_guided: (triples, stage) -> per triple the partner's facts, or None.
+        self.fact_source: Callable[[Sequence[Triple], str], list[Sequence[Triple] | None]] | None = None
         self.rules = rules(facts=self._facts(rules_knowledge), relations=graph.relations) if rules else None
         self.entity_offset = int(self.tokenizer.entity_ids[0])
         self.num_entities = len(self.tokenizer.entity_ids)
@@ -80,23 +86,29 @@ class KnowledgeLM(pl.LightningModule):
 
     # --- turning triples into token ids ----------------------------------------------------------
     def contexts(self, triples: Sequence[Triple], stage: str) -> list[list[int]]:
-        """Token ids of the retrieved facts, `f1 ; f2 ; ... <sep>`, per triple (cached per prompt)."""
+        """Token ids of the facts before each prompt, `f1 ; f2 ; ... <sep>`: the partner's facts
+        where it supplied some (collab=knowledge_guided), else the retrieved ones (cached per prompt)."""
         if self._make_retriever is None:
             return [[] for _ in triples]
-        kb = "train" if stage == "train" else self.hparams.knowledge
+        supplied = self.fact_source(triples, stage) if self.fact_source is not None else [None] * len(triples)
+        kb = "train" if stage == "train" or self.fact_source is not None else self.hparams.knowledge
         if kb not in self._retrievers:
             self._retrievers[kb] = self._make_retriever(facts=self._facts(kb), verbaliser=self.verbaliser)
         retriever = self._retrievers[kb]
-        keys = [(kb, t.head, t.relation) for t in triples]
+        keys = [(kb, t.head, t.relation) for t, facts in zip(triples, supplied) if facts is None]
         missing = sorted({k for k in keys if k not in self._contexts})
         if missing:
             found = retriever.retrieve([self.verbaliser.prompt(h, r) for _, h, r in missing])
             for key, indices in zip(missing, found):
-                ids: list[int] = []
-                for i in indices:
-                    ids += self.tokenizer.encode(self.verbaliser.statement(retriever.facts[i])) + [self.tokenizer.fact_sep_token_id]
-                self._contexts[key] = ids[:-1] + [self.tokenizer.sep_token_id] if ids else []
-        return [self._contexts[k] for k in keys]
+                self._contexts[key] = self.encode_facts([retriever.facts[i] for i in indices])
+        return [self._contexts[kb, t.head, t.relation] if facts is None else self.encode_facts(facts)
+                for t, facts in zip(triples, supplied)]
+
+    def encode_facts(self, facts: Sequence[Triple]) -> list[int]:
+        ids: list[int] = []
+        for fact in facts:
+            ids += self.tokenizer.encode(self.verbaliser.statement(Triple(*fact))) + [self.tokenizer.fact_sep_token_id]
+        return ids[:-1] + [self.tokenizer.sep_token_id] if ids else []
 
     def encode(self, triples: Sequence[Triple], stage: str, with_object: bool = True) -> dict[str, torch.Tensor]:
         """Left-padded ids, attention mask, position ids, and labels on the statement tokens only."""
