@@ -10,7 +10,8 @@ import pytest
 
 from conftest import cli
 
-IMAGE_MODELS, MODES = ("gan", "dcgan", "vae", "vae2"), ("autonomous", "prompt_guided", "co_creation", "iterative_refinement")
+IMAGE_MODELS = ("gan", "dcgan", "vae", "vae2")
+MODES = ("autonomous", "prompt_guided", "co_creation", "iterative_refinement", "knowledge_guided")
 FEW_STEPS = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
              "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
 # (model, mode) -> a phrase of the one-line reason; every pair not listed must complete.
@@ -19,11 +20,11 @@ REFUSED = {
     ("gan", "co_creation"): "a GAN has no encoder",
     ("gan", "iterative_refinement"): "needs labelled images",     # no domain classifier for 2D points
     ("dcgan", "co_creation"): "a GAN has no encoder",
+    **{(m, "knowledge_guided"): "read by the knowledge-fused LM" for m in ("gan", "dcgan", "vae", "vae2", "rl_lm", "lm_pretrain")},
     ("vae2", "prompt_guided"): "no class-conditional version",
     ("vae2", "co_creation"): "built for one stochastic layer",
     ("rl_lm", "prompt_guided"): "takes its prompts from the data",
     ("rl_lm", "co_creation"): "text completion",
-    ("rl_lm", "iterative_refinement"): "takes its feedback from model/reward",
     ("lm_pretrain", "prompt_guided"): "pre-training reads text only",
     ("lm_pretrain", "co_creation"): "pre-training reads text only",
     ("lm_pretrain", "iterative_refinement"): "pre-training reads text only",
@@ -57,11 +58,14 @@ def test_image_families_with_every_mode(tmp_path):
     assert (tmp_path / "0").exists()
 
 
-def test_language_models_refuse_image_modes_at_compose_time(tmp_path):
-    proc = cli("cogen.train", "-m", "model=rl_lm,lm_pretrain", "collab=prompt_guided,co_creation,iterative_refinement",
-               "logger=csv", f"hydra.sweep.dir={tmp_path}")
-    found = outcomes(tmp_path)
-    assert len(found) == 6
+def test_language_models_refuse_the_modes_they_cannot_take_at_compose_time(tmp_path):
+    """rl_lm takes iterative_refinement (tests/test_iterative_refinement.py), kg_lm knowledge_guided
+    (tests/test_knowledge_guided.py); every other pair stops before anything is built."""
+    proc = cli("cogen.train", "-m", "model=rl_lm,lm_pretrain", "collab=prompt_guided,co_creation,knowledge_guided",
+               "logger=csv", f"hydra.sweep.dir={tmp_path / 'a'}")
+    cli("cogen.train", "-m", "model=lm_pretrain", "collab=iterative_refinement", "logger=csv", f"hydra.sweep.dir={tmp_path / 'b'}")
+    found = {**outcomes(tmp_path / "a"), **outcomes(tmp_path / "b")}
+    assert len(found) == 7
     for pair, summary in found.items():
         assert summary["status"] == "failed" and REFUSED[pair] in summary["error"], (pair, summary.get("error"))
         assert summary["error"].startswith(f"collab={pair[1]} does not work with model family")

@@ -22,27 +22,29 @@ MODES = {
     "cogen.collab.prompt_guided.PromptGuided": "prompt_guided",
     "cogen.collab.co_creation.CoCreation": "co_creation",
     "cogen.collab.iterative_refinement.IterativeRefinement": "iterative_refinement",
+    "cogen.collab.knowledge_guided.KnowledgeGuided": "knowledge_guided",
 }
+FACTS_READER = "the partner's facts are read by the knowledge-fused LM: use model=kg_lm"
 # mode -> family -> why the pair cannot work (families not listed work with the mode).
 UNSUPPORTED = {
     "prompt_guided": {
         "vae2": "the two-layer VAE has no class-conditional version; use model=vae or vae_conv",
         "rl_lm": "the RL-tuned LM takes its prompts from the data (data=markov_prompts), not yet from a partner",
         "lm_pretrain": "pre-training reads text only; a partner takes part in model=rl_lm",
-        "kg_lm": "its prompts are the graph's questions; the partner supplies facts and rules (model/fusion)",
+        "kg_lm": "its prompts are the graph's questions; the partner supplies facts (collab=knowledge_guided) and rules (model/fusion)",
     },
     "co_creation": {
         "gan": "a GAN has no encoder to condition on the partner's pixels; use model=vae or vae_conv",
         "vae2": "completion is built for one stochastic layer; use model=vae or vae_conv",
         "rl_lm": "text completion of a partner's draft is not built yet; use an image model (model=vae)",
         "lm_pretrain": "pre-training reads text only; a partner takes part in model=rl_lm",
-        "kg_lm": "text completion of a partner's draft is not built yet; the partner supplies facts and rules (model/fusion)",
+        "kg_lm": "text completion of a partner's draft is not built yet; the partner supplies facts (collab=knowledge_guided) and rules (model/fusion)",
     },
     "iterative_refinement": {
-        "rl_lm": "the RL-tuned LM takes its feedback from model/reward, not yet from a partner",
         "lm_pretrain": "pre-training reads text only; a partner takes part in model=rl_lm",
-        "kg_lm": "the knowledge-fused LM learns from the graph's facts; the partner supplies facts and rules (model/fusion)",
+        "kg_lm": "the knowledge-fused LM learns from the graph's facts; the partner supplies facts (collab=knowledge_guided) and rules (model/fusion)",
     },
+    "knowledge_guided": {family: FACTS_READER for family in ("gan", "vae", "vae2", "rl_lm", "lm_pretrain")},
 }
 
 

@@ -13,6 +13,15 @@ it: `feedback/answers` (ratings spent so far), `feedback/kept` and `feedback/mea
 When the budget is spent the mode says so once and, by `on_budget_spent`, keeps fine-tuning on
 the liked samples it has after every epoch (`reuse`: feedback once paid for keeps working), trains
 on the data only (`data`), or ends training (`stop`). `feedback/refine_steps` counts the steps taken.
+
+With the RL-tuned LM (model=rl_lm) a round is every training rollout: the partner rates each
+response, and the rating, mapped onto `reward_range`, is its reward in the policy-gradient update
+(`PartnerReward`). Val/test keep scoring with model.reward, the noise-free judge. When the budget
+is spent, `stop` ends training; `data` or `reuse` hand the reward back to model.reward.
+
+A simulated partner without an oracle of its own is given the family's judge: the domain
+classifier's belief in `target` for images, model.reward scaled from `reward_range` to [0, 1] for
+the RL-tuned LM.
 """
 from __future__ import annotations
 
@@ -23,9 +32,11 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from cogen.collab.partner import RATINGS, Partner
+from cogen.collab.oracles import ClassPreference, RewardScale
+from cogen.collab.partner import RATINGS, Partner, simulated_parts
 from cogen.config import CogenError
 from cogen.metrics.adherence import PromptAdherence
+from cogen.rl.rewards import Responses, Reward
 from cogen.utils.modes import eval_mode
 
 log = logging.getLogger(__name__)
@@ -36,7 +47,8 @@ class IterativeRefinement(pl.Callback):
     def __init__(self, partner: Partner, judge: Callable[[], nn.Module], target: int, n_per_round: int = 64,
                  every_n_epochs: int = 1, start_epoch: int | None = 0, update: str = "filtered", keep_at_least: int = 4,
                  buffer_size: int = 1024, refine_steps: int = 10, refine_batch: int = 64,
-                 on_budget_spent: str = "reuse", n_eval: int = 1000, seed: int = 0):
+                 on_budget_spent: str = "reuse", n_eval: int = 1000, seed: int = 0,
+                 reward_range: tuple[float, float] = (0.0, 1.0)):
         if update not in UPDATES:
             raise CogenError(f"collab.update={update!r}: use one of {', '.join(UPDATES)}.")
         if on_budget_spent not in ON_SPENT:
@@ -50,24 +62,50 @@ class IterativeRefinement(pl.Callback):
         self.every_n_epochs, self.start_epoch, self.update, self.keep_at_least = every_n_epochs, start_epoch or 0, update, keep_at_least
         self.buffer_size, self.refine_steps, self.refine_batch = buffer_size, refine_steps, refine_batch
         self.on_budget_spent, self.n_eval, self.seed = on_budget_spent, n_eval, seed
-        self.goal = PromptAdherence(judge())
-        self.classifier_card = dict(getattr(self.goal.classifier, "card", {}))
+        if not reward_range[0] < reward_range[1]:
+            raise CogenError(f"collab.reward_range={list(reward_range)}: the model.reward values rated 1 and 5, lowest first.")
+        self.judge, self.goal, self.reward_range = judge, None, tuple(reward_range)
+        self.rates_rollouts = False   # the RL-tuned LM: every training rollout is rated (set in setup)
         self.generator = torch.Generator().manual_seed(seed)
         self.images = self.weights = None
         self.answers, self.spent, self.refine_steps_taken = 0, False, 0
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if hasattr(pl_module, "feedback") and hasattr(pl_module, "reward"):   # the RL-tuned LM
+            self._give_oracle(RewardScale(pl_module.reward, *self.reward_range))
+            pl_module.feedback = PartnerReward(self, trainer, pl_module.reward, self.reward_range)
+            self.rates_rollouts = True
+            return
         if not (callable(getattr(pl_module, "sample", None)) and callable(getattr(pl_module, "refine", None))):
             raise CogenError(f"collab=iterative_refinement needs a model that samples images and can be refined on "
-                             f"them (model=vae, vae_conv, dcgan); {type(pl_module).__name__} cannot.")
+                             f"them (model=vae, vae_conv, dcgan), or model=rl_lm; {type(pl_module).__name__} cannot.")
         if getattr(pl_module, "num_classes", 0):
             raise CogenError("collab=iterative_refinement refines an unconditional model toward what the partner "
                              "likes: drop model.num_classes.")
+        if self.goal is None:
+            with torch.random.fork_rng(devices=[]):   # building (or training) the judge leaves the run's draws alone
+                self.goal = PromptAdherence(self.judge())
+        self._give_oracle(ClassPreference(self.goal.classifier, self.target))
+
+    def _give_oracle(self, oracle) -> None:
+        for simulated in simulated_parts(self.partner):
+            if simulated.oracle is None:
+                simulated.oracle = oracle
+
+    def budget_spent(self, trainer: pl.Trainer) -> None:
+        self.spent = True
+        then = {"stop": "ends training", "data": "trains on the data only from now on",
+                "reuse": "keeps fine-tuning on the liked samples it has"}[self.on_budget_spent]
+        if self.rates_rollouts and self.on_budget_spent != "stop":
+            then = "rewards the rollouts with model.reward from now on"
+        log.info("the partner's budget is spent after %d ratings: iterative_refinement %s", self.answers, then)
+        if self.on_budget_spent == "stop":
+            trainer.should_stop = True
 
     # -- a round --------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
-        if epoch >= self.start_epoch and (epoch - self.start_epoch) % self.every_n_epochs == 0:
+        if not self.rates_rollouts and epoch >= self.start_epoch and (epoch - self.start_epoch) % self.every_n_epochs == 0:
             if not self.spent:
                 self.round(trainer, pl_module)
             elif self.on_budget_spent == "reuse":
@@ -84,12 +122,7 @@ class IterativeRefinement(pl.Callback):
         got = 0 if ratings is None else len(ratings)
         self.answers += got
         if got < self.n_per_round:
-            self.spent = True
-            log.info("the partner's budget is spent after %d ratings: iterative_refinement %s", self.answers,
-                     {"stop": "ends training", "data": "trains on the data only from now on",
-                      "reuse": "keeps fine-tuning on the liked samples it has"}[self.on_budget_spent])
-            if self.on_budget_spent == "stop":
-                trainer.should_stop = True
+            self.budget_spent(trainer)
         if not got:
             return
         ratings = ratings.to(images.device).float()
@@ -136,11 +169,16 @@ class IterativeRefinement(pl.Callback):
         return float(goal)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
+        if self.rates_rollouts:   # the RL-tuned LM: its own val/test reward is the goal
+            pl_module.log("val/answers", float(self.answers))
+        elif not trainer.sanity_checking:
             self.score(pl_module, "val")
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.score(pl_module, "test")
+        if self.rates_rollouts:
+            pl_module.log("test/answers", float(self.answers))
+        else:
+            self.score(pl_module, "test")
 
     # -- resuming -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -155,3 +193,29 @@ class IterativeRefinement(pl.Callback):
         self.generator.set_state(state["generator"])
         if state.get("partner") is not None and hasattr(self.partner, "load_state_dict"):
             self.partner.load_state_dict(state["partner"])
+
+
+class PartnerReward(Reward):
+    """The RL-tuned LM's training reward under collab=iterative_refinement: the partner's rating of
+    each response, mapped onto model.reward's units (rating 1 -> low, 5 -> high of `reward_range`),
+    so model.kl's beta weighs the KL the same with or without a partner. Responses past the budget
+    get model.reward itself."""
+
+    needs_text = True
+
+    def __init__(self, mode: IterativeRefinement, trainer: pl.Trainer, fallback: Reward, reward_range: tuple[float, float]):
+        self.mode, self.trainer, self.fallback, self.reward_range = mode, trainer, fallback, reward_range
+
+    def __call__(self, batch: Responses) -> torch.Tensor:
+        mode, n = self.mode, len(batch.texts)
+        ratings = None if mode.spent else mode.partner.rate(batch.texts)
+        got = 0 if ratings is None else len(ratings)
+        mode.answers += got
+        if got < n and not mode.spent:
+            mode.budget_spent(self.trainer)
+        (low, high), (worst, best) = self.reward_range, RATINGS
+        rated = ratings.float().cpu() if got else torch.empty(0)
+        reward = low + (rated - worst) / (best - worst) * (high - low)
+        if got < n:
+            reward = torch.cat([reward, torch.as_tensor(self.fallback(batch), dtype=torch.float32).cpu()[got:]])
+        return reward

@@ -53,6 +53,9 @@ class RLLM(pl.LightningModule):
         self._gen = torch.Generator().manual_seed(seed)
         self._exact_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.last_rollout: Rollout | None = None
+        # Set by collab=iterative_refinement: the partner's ratings as the training reward
+        # (val/test keep model.reward, the noise-free judge).
+        self.feedback: Reward | None = None
 
     def configure_optimizers(self):
         params = list(self.policy.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
@@ -72,7 +75,7 @@ class RLLM(pl.LightningModule):
 
     @torch.no_grad()
     def rollout(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, k: int,
-                generator: torch.Generator | None = None) -> Rollout:
+                generator: torch.Generator | None = None, reward: Reward | None = None) -> Rollout:
         """k responses per prompt, scored, with the log-probabilities of policy and reference."""
         prompt_ids, prompt_mask = prompt_ids.repeat_interleave(k, 0), prompt_mask.repeat_interleave(k, 0)
         response, mask = sample(self.policy, prompt_ids, prompt_mask, self.hparams.response_length, generator,
@@ -83,20 +86,22 @@ class RLLM(pl.LightningModule):
         new = self.stats(self.policy, r, value=self.value_head is not None, entropy=True)
         r.logp, r.entropy, r.values = new["logp"] * mask, new["entropy"], new.get("values")
         r.ref_logp = self.stats(self.reference, r)["logp"] * mask
-        r.score = self.score(prompt_ids, prompt_mask, response, mask).to(r.logp)
+        r.score = self.score(prompt_ids, prompt_mask, response, mask, reward).to(r.logp)
         return r
 
-    def score(self, prompt_ids, prompt_mask, response, mask) -> torch.Tensor:
+    def score(self, prompt_ids, prompt_mask, response, mask, reward: Reward | None = None) -> torch.Tensor:
+        reward = reward or self.reward
         batch = Responses(prompt_ids, response, mask)
-        if self.reward.needs_text:
+        if reward.needs_text:
             batch.prompts = [self.tokenizer.decode(p[m.bool()].tolist()) for p, m in zip(prompt_ids, prompt_mask)]
             batch.texts = [self.tokenizer.decode(y[m.bool()].tolist()) for y, m in zip(response, mask)]
-        return self.reward(batch)
+        return reward(batch)
 
     # --- training -------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int):
         opt = self.optimizers()
-        r = self.rollout(batch["input_ids"], batch["attention_mask"], self.hparams.samples_per_prompt, self._gen)
+        r = self.rollout(batch["input_ids"], batch["attention_mask"], self.hparams.samples_per_prompt, self._gen,
+                         reward=self.feedback)
         beta = float(self.beta)
         self.algo.advantages(r, beta)
         losses, extra = [], {}
