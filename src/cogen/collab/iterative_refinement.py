@@ -73,7 +73,7 @@ class IterativeRefinement(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if hasattr(pl_module, "feedback") and hasattr(pl_module, "reward"):   # the RL-tuned LM
             self._give_oracle(RewardScale(pl_module.reward, *self.reward_range))
-            pl_module.feedback = PartnerReward(self, trainer, pl_module.reward, self.reward_range)
+            pl_module.feedback = PartnerReward(self, trainer, pl_module.reward)
             self.rates_rollouts = True
             return
         if not (callable(getattr(pl_module, "sample", None)) and callable(getattr(pl_module, "refine", None))):
@@ -102,6 +102,15 @@ class IterativeRefinement(pl.Callback):
         if self.on_budget_spent == "stop":
             trainer.should_stop = True
 
+    def ask_ratings(self, items, trainer: pl.Trainer) -> tuple[torch.Tensor | None, int]:
+        """The partner's ratings of `items` and how many it gave; fewer than asked spends the budget."""
+        ratings = None if self.spent else self.partner.rate(items)
+        got = 0 if ratings is None else len(ratings)
+        self.answers += got
+        if got < len(items) and not self.spent:
+            self.budget_spent(trainer)
+        return ratings, got
+
     # -- a round --------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -118,11 +127,7 @@ class IterativeRefinement(pl.Callback):
 
     def round(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         images = self._sample(pl_module, self.n_per_round, self._device_generator(pl_module))
-        ratings = self.partner.rate(images)
-        got = 0 if ratings is None else len(ratings)
-        self.answers += got
-        if got < self.n_per_round:
-            self.budget_spent(trainer)
+        ratings, got = self.ask_ratings(images, trainer)
         if not got:
             return
         ratings = ratings.to(images.device).float()
@@ -203,19 +208,14 @@ class PartnerReward(Reward):
 
     needs_text = True
 
-    def __init__(self, mode: IterativeRefinement, trainer: pl.Trainer, fallback: Reward, reward_range: tuple[float, float]):
-        self.mode, self.trainer, self.fallback, self.reward_range = mode, trainer, fallback, reward_range
+    def __init__(self, mode: IterativeRefinement, trainer: pl.Trainer, fallback: Reward):
+        self.mode, self.trainer, self.fallback = mode, trainer, fallback
 
     def __call__(self, batch: Responses) -> torch.Tensor:
-        mode, n = self.mode, len(batch.texts)
-        ratings = None if mode.spent else mode.partner.rate(batch.texts)
-        got = 0 if ratings is None else len(ratings)
-        mode.answers += got
-        if got < n and not mode.spent:
-            mode.budget_spent(self.trainer)
-        (low, high), (worst, best) = self.reward_range, RATINGS
+        ratings, got = self.mode.ask_ratings(batch.texts, self.trainer)
+        (low, high), (worst, best) = self.mode.reward_range, RATINGS
         rated = ratings.float().cpu() if got else torch.empty(0)
         reward = low + (rated - worst) / (best - worst) * (high - low)
-        if got < n:
+        if got < len(batch.texts):
             reward = torch.cat([reward, torch.as_tensor(self.fallback(batch), dtype=torch.float32).cpu()[got:]])
         return reward

@@ -14,7 +14,6 @@ questions whose context came from the partner).
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
@@ -23,7 +22,6 @@ from cogen.collab.partner import Partner, simulated_parts
 from cogen.config import CogenError
 from cogen.kg.graph import Triple
 
-log = logging.getLogger(__name__)
 STAGES = ("val", "test")
 
 
@@ -39,7 +37,7 @@ class KnowledgeGuided(pl.Callback):
         self.answers, self.asked = 0, {stage: [0, 0] for stage in STAGES}   # stage -> [questions, from the partner]
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if not hasattr(pl_module, "fact_source") or getattr(pl_module, "_make_retriever", None) is None:
+        if not hasattr(pl_module, "fact_source") or "retrieval" not in pl_module.fusion:
             raise CogenError("collab=knowledge_guided needs a model that reads facts before its prompt: model=kg_lm "
                              "with model/fusion=retrieval or retrieval_constrained.")
         for simulated in simulated_parts(self.partner):
