@@ -62,6 +62,17 @@ def test_simulated_partner_noise_rate_and_bias():
     assert random == pytest.approx(noise, abs=4 * (noise * (1 - noise) / 2000) ** 0.5)
 
 
+def test_simulated_drafts_keep_the_first_half_of_the_words_or_are_noise_at_the_configured_rate():
+    texts = ["a b c d", "e f g h i", "j"] * 700
+    drafts = SimulatedPartner(seed=0).edit(texts)
+    assert drafts[:3] == ["a b", "e f", ""] and SimulatedPartner(seed=0).edit(texts) == drafts
+    noisy = SimulatedPartner(seed=0, noise=0.3).edit(texts)
+    assert noisy == SimulatedPartner(seed=0, noise=0.3).edit(texts)             # deterministic under its seed
+    changed = sum(n != d for n, d in zip(noisy, drafts)) / (2 * len(texts) / 3)  # "" can not change
+    assert changed == pytest.approx(0.3, abs=0.05)   # 4 sd of 1,400 drafts (a random one matches ~1 % of the time)
+    assert len(SimulatedPartner(budget=2).edit(texts)) == 2
+
+
 def test_budget_stops_answers_and_prompt_guided_tops_them_up():
     partner = SimulatedPartner(seed=0, budget=25)
     assert len(partner.ask_condition(10, 20)) == 20

@@ -207,8 +207,32 @@ def test_web_compare_and_classes(tmp_path):
         assert status == 400 and "10 is not a class" in json.loads(body)["error"]
         assert http(partner, "/answer", {"id": qid, "classes": [3, 7]})[0] == 200
         assert call.value().tolist() == [3, 7, 3, 7, 3]
+        call = Call(partner.edit, ["a b c d", "e f g h"])   # texts: the person writes the start of each
+        qid = pending(partner)
+        page = http(partner, "/", token="query")[1]
+        assert 'id="draft-1"' in page and "e f g h" in page
+        status, body = http(partner, "/answer", {"id": qid, "drafts": ["a b"]})
+        assert status == 400 and json.loads(body)["error"].startswith("1 drafts for 2 items")
+        assert http(partner, "/answer", {"id": qid, "drafts": ["a b", 3]})[0] == 400
+        assert http(partner, "/answer", {"id": qid, "drafts": [" a  b ", ""]})[0] == 200
+        assert call.value() == ["a b", ""]
     finally:
         partner.close()
+
+
+@pytest.mark.timeout(120)
+def test_terminal_takes_one_draft_per_text(tmp_path):
+    script = tmp_path / "draft.py"
+    script.write_text("from cogen.collab.terminal import TerminalPartner\n"
+                      "print('GOT', TerminalPartner().edit(['a b c d', 'e f g h']), flush=True)\n")
+    child = pexpect.spawn(sys.executable, [str(script)], encoding="utf-8", timeout=60, dimensions=(24, 200))
+    child.expect("2. e f g h")
+    child.expect("Write the start of each of the 2 texts")
+    child.sendline("a b")
+    child.expect("1 drafts for 2 items: give one per item")
+    child.sendline("a b |  ")
+    child.expect(r"GOT \['a b', ''\]")
+    child.expect(pexpect.EOF)
 
 
 @pytest.mark.timeout(120)

@@ -40,6 +40,14 @@ def cycle_classes(classes: Sequence[int], n: int) -> torch.Tensor:
     return torch.tensor(list(classes), dtype=torch.int64)[torch.arange(n) % len(classes)]
 
 
+def check_drafts(drafts: Sequence, n: int) -> list[str]:
+    """One draft (the start of a text, maybe empty) per text shown, with its spaces tidied."""
+    if not all(isinstance(d, str) for d in drafts):
+        raise ValueError("every draft must be text: the words the text starts with (empty: the model writes it all)")
+    check_count(drafts, n, "drafts", "a b | e | i o")
+    return [" ".join(d.split()) for d in drafts]
+
+
 def parse_fact(line: str) -> tuple[str, str, str]:
     parts = [p.strip() for p in line.split("|")]
     if len(parts) != 3 or not all(parts):

@@ -13,16 +13,29 @@ the completions, the true images.
 
 A GAN has no encoder to condition on the kept pixels, so this mode refuses it before training, as it
 does any model whose `can_complete` is not true.
+
+With the RL-tuned LM (model=rl_lm) the artifact is a text. For each test prompt the partner is
+shown a text the frozen reference wrote (the pre-trained LM: what a person of the corpus might
+write) and answers with its own draft, the start of the response; the simulated partner keeps the
+first half of the words. The policy writes the rest: response_length tokens in all, at least one
+after the longest draft of the batch. The draft is kept exactly. Each test prompt is shown
+`texts_per_prompt` times (a prompt file may hold a single prompt). Logged:
+- test/completion_reward: model.reward of the co-written texts (draft + the policy's completion);
+- test/baseline_reward: the same drafts completed by the reference, the untuned model;
+- test/completed_texts: how many drafts the partner wrote.
+samples/co_creation_test.json holds the first `n_grid` of them.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from torchmetrics import MeanMetric
 
 from cogen.callbacks.image_grid import save_grid
-from cogen.collab import log_png
+from cogen.collab import log_png, text
 from cogen.collab.partner import Partner
 from cogen.config import CogenError
 from cogen.metrics.completion import CompletionError, KeptPixelError
@@ -30,17 +43,22 @@ from cogen.metrics.completion import CompletionError, KeptPixelError
 
 class CoCreation(pl.Callback):
     """partner: who draws the kept part. steps, burn_in: of the completion sampler.
-    max_images: complete at most this many test images (None: all). n_grid: images in the PNG."""
+    max_images: complete at most this many test images, or texts (None: all). n_grid: images in the
+    PNG, texts in the JSON. texts_per_prompt: the RL-tuned LM's texts co-written per test prompt."""
 
     def __init__(self, partner: Partner, steps: int = 100, burn_in: int = 20, max_images: int | None = None,
-                 n_grid: int = 16, dirpath: str = "samples", seed: int = 0):
+                 n_grid: int = 16, dirpath: str = "samples", seed: int = 0, texts_per_prompt: int = 64):
         if not 0 <= burn_in < steps:
             raise CogenError(f"collab.steps={steps}, collab.burn_in={burn_in}: the sampler needs 0 <= burn_in < steps.")
+        if texts_per_prompt < 1:
+            raise CogenError(f"collab.texts_per_prompt={texts_per_prompt}: at least 1 text per test prompt.")
         self.partner, self.steps, self.burn_in, self.max_images = partner, steps, burn_in, max_images
-        self.n_grid, self.dirpath, self.seed = n_grid, Path(dirpath), seed
+        self.n_grid, self.dirpath, self.seed, self.texts_per_prompt = n_grid, Path(dirpath), seed, texts_per_prompt
+        self.texts = False   # the RL-tuned LM: the partner drafts texts (set in setup)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if not getattr(pl_module, "can_complete", False):
+        self.texts = text.is_text_model(pl_module)
+        if not self.texts and not getattr(pl_module, "can_complete", False):
             raise CogenError("collab=co_creation needs a model with an encoder to condition on the observed pixels "
                              f"(model=vae or vae_conv); the {type(pl_module).__name__} cannot complete images.")
 
@@ -54,14 +72,21 @@ class CoCreation(pl.Callback):
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         device = pl_module.device
+        self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        self.completed, self.shown = 0, []
+        if self.texts:
+            self.model_reward, self.baseline_reward = MeanMetric().to(device), MeanMetric().to(device)
+            return
         self.model_error, self.baseline_error = CompletionError().to(device), CompletionError().to(device)
         self.kept_error = KeptPixelError().to(device)
         self.fill = self.mean_image(trainer).to(device)
-        self.generator = torch.Generator(device=device).manual_seed(self.seed)
-        self.completed, self.shown = 0, []
 
     @torch.no_grad()
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self.texts:
+            prompts = [row for row in text.batch_rows(batch) for _ in range(self.texts_per_prompt)]
+            self.complete_texts(pl_module, prompts)
+            return
         x, labels = batch
         if self.max_images is not None:
             x, labels = x[: self.max_images - self.completed], labels[: self.max_images - self.completed]
@@ -81,7 +106,46 @@ class CoCreation(pl.Callback):
             partner_view = torch.where(edit.mask, edit.observed, torch.full_like(x, 0.5))
             self.shown.append((partner_view, completed, x))
 
+    def complete_texts(self, pl_module: pl.LightningModule, prompts: list[list[int]]) -> None:
+        """Show the partner the reference's texts, take its drafts, and let the policy and the
+        reference each complete them, from the same random draws."""
+        if self.max_images is not None:
+            prompts = prompts[: self.max_images - self.completed]
+        tokenizer, length = pl_module.tokenizer, pl_module.hparams.response_length
+        examples = text.continue_rows(pl_module, pl_module.reference, prompts, length, self.generator) if prompts else []
+        drafts = self.partner.edit([tokenizer.decode(e) for e in examples]) if prompts else None
+        if not drafts:
+            return
+        prompts = prompts[: len(drafts)]
+        draft_ids = [tokenizer.encode(d) if d else [] for d in drafts]
+        rest = max(1, length - max(map(len, draft_ids)))
+        seed = int(torch.randint(2**62, (1,), generator=self.generator, device=self.generator.device))
+        written = {}
+        for name, model in (("policy", pl_module.policy), ("reference", pl_module.reference)):
+            same_draws = torch.Generator(device=pl_module.device).manual_seed(seed)
+            endings = text.continue_rows(pl_module, model, [p + d for p, d in zip(prompts, draft_ids)], rest, same_draws)
+            written[name] = [d + e for d, e in zip(draft_ids, endings)]
+        model_reward = text.rewards(pl_module, prompts, written["policy"])
+        baseline_reward = text.rewards(pl_module, prompts, written["reference"])
+        self.model_reward.update(model_reward)
+        self.baseline_reward.update(baseline_reward)
+        self.completed += len(drafts)
+        for i in range(min(len(drafts), self.n_grid - len(self.shown))):
+            self.shown.append({"prompt": tokenizer.decode(prompts[i]), "draft": drafts[i],
+                               "completion": tokenizer.decode(written["policy"][i][len(draft_ids[i]):]),
+                               "reward": float(model_reward[i]),
+                               "baseline_completion": tokenizer.decode(written["reference"][i][len(draft_ids[i]):]),
+                               "baseline_reward": float(baseline_reward[i])})
+
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.texts:
+            pl_module.log_dict({"test/completion_reward": self.model_reward.compute(),
+                                "test/baseline_reward": self.baseline_reward.compute(),
+                                "test/completed_texts": torch.tensor(float(self.completed))})
+            if trainer.is_global_zero:
+                self.dirpath.mkdir(parents=True, exist_ok=True)
+                (self.dirpath / "co_creation_test.json").write_text(json.dumps(self.shown, indent=1))
+            return
         model, baseline = self.model_error.compute(), self.baseline_error.compute()
         pl_module.log_dict({
             "test/completion_mse": model["mse"], "test/completion_bce": model["bce"],

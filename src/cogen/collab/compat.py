@@ -29,16 +29,14 @@ FACTS_READER = "the partner's facts are read by the knowledge-fused LM: use mode
 UNSUPPORTED = {
     "prompt_guided": {
         "vae2": "the two-layer VAE has no class-conditional version; use model=vae or vae_conv",
-        "rl_lm": "the RL-tuned LM takes its prompts from the data (data=markov_prompts), not yet from a partner",
         "lm_pretrain": "pre-training reads text only; a partner takes part in model=rl_lm",
         "kg_lm": "its prompts are the graph's questions; the partner supplies facts (collab=knowledge_guided) and rules (model/fusion)",
     },
     "co_creation": {
         "gan": "a GAN has no encoder to condition on the partner's pixels; use model=vae or vae_conv",
         "vae2": "completion is built for one stochastic layer; use model=vae or vae_conv",
-        "rl_lm": "text completion of a partner's draft is not built yet; use an image model (model=vae)",
         "lm_pretrain": "pre-training reads text only; a partner takes part in model=rl_lm",
-        "kg_lm": "text completion of a partner's draft is not built yet; the partner supplies facts (collab=knowledge_guided) and rules (model/fusion)",
+        "kg_lm": "its answer is one entity, with no part for a partner to draft; the partner supplies facts (collab=knowledge_guided) and rules (model/fusion)",
     },
     "iterative_refinement": {
         "lm_pretrain": "pre-training reads text only; a partner takes part in model=rl_lm",

@@ -2,7 +2,8 @@
 
 `Partner` is the one interface every mode talks to. A mode asks only what it needs:
 - ask_condition(num_classes, n): which classes to generate (collab=prompt_guided);
-- edit(images): the part of each image the partner keeps or draws (collab=co_creation);
+- edit(items): the part of each item the partner keeps or writes (collab=co_creation): of an
+  image, the pixels it keeps; of a text, the start it writes (its draft), which the model continues;
 - rate(items): a 1-5 rating of each item (collab=iterative_refinement);
 - compare(first, second): which of each pair is better (preference feedback);
 - supply_facts(query): facts the model should respect (collab=knowledge_guided).
@@ -61,8 +62,9 @@ class Partner:
         """The classes to generate next: n int labels in [0, num_classes), or None."""
         raise self._cannot("ask_condition")
 
-    def edit(self, images: torch.Tensor) -> Edit | None:
-        """The part of each image (B, C, H, W) the partner keeps, or None."""
+    def edit(self, items: torch.Tensor | Sequence[str]) -> Edit | list[str] | None:
+        """Of images (B, C, H, W): the part of each the partner keeps (an Edit). Of texts: the
+        partner's draft of each, the start the model continues ("" leaves it all to the model). Or None."""
         raise self._cannot("edit")
 
     def rate(self, items: torch.Tensor | Sequence[str]) -> torch.Tensor | None:
@@ -89,7 +91,8 @@ class SimulatedPartner(Partner):
         pair compared or query answered); it answers only part of a question that would exceed it,
         then None. None: no limit.
     mask: which part of an image it keeps in `edit`: top_half, left_half or random_box
-        (everything but a random box of a quarter to a half of the height and width).
+        (everything but a random box of a quarter to a half of the height and width). Of a text
+        it always keeps the first half of the words: its draft.
     oracle: scores items in [0, 1] (higher: better) for `rate` and `compare`.
     facts: the (head, relation, tail) facts it knows, for `supply_facts` (those that mention the query).
     latency: seconds it takes to answer each question, to measure a mode's wall time with a person.
@@ -154,16 +157,31 @@ class SimulatedPartner(Partner):
         random = torch.randint(num_classes, (n,), generator=self.generator)
         return torch.where(self._random(n), random, intent)
 
-    def edit(self, images: torch.Tensor) -> Edit | None:
-        n = self._allowance(len(images))
+    def edit(self, items: torch.Tensor | Sequence[str]) -> Edit | list[str] | None:
+        n = self._allowance(len(items))
         if n == 0:
             return None
         self._wait()
-        images = images[:n]
+        if not isinstance(items, torch.Tensor):
+            return self._drafts([str(t) for t in items[:n]])
+        images = items[:n]
         mask = self._masks(images.shape).to(images.device)
         noise = torch.rand(images.shape, generator=self.generator).to(images)
         pixels = torch.where(self._random(n).to(images.device).view(-1, 1, 1, 1), noise, images)
         return Edit(mask, torch.where(mask, pixels, torch.zeros_like(pixels)))
+
+    def _drafts(self, texts: list[str]) -> list[str]:
+        """The first half of each text's words; a random draft (as many words drawn from all the
+        texts shown) where the answer is noisy."""
+        words = [t.split() for t in texts]
+        pool = [w for ws in words for w in ws]
+        drafts = []
+        for ws, random in zip(words, self._random(len(texts)).tolist()):
+            keep = len(ws) // 2
+            if random and pool:
+                ws = [pool[i] for i in torch.randint(len(pool), (keep,), generator=self.generator).tolist()]
+            drafts.append(" ".join(ws[:keep]))
+        return drafts
 
     def _need_oracle(self) -> None:
         if self.oracle is None:   # checked before the budget is charged

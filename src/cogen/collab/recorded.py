@@ -65,8 +65,8 @@ class RecordedPartner(Partner):
     def ask_condition(self, num_classes: int, n: int):
         return self._ask("ask_condition", {"num_classes": num_classes, "n": n}, None, num_classes, n)
 
-    def edit(self, images: torch.Tensor):
-        return self._ask("edit", {}, images, images)
+    def edit(self, items):
+        return self._ask("edit", {}, items, items)
 
     def rate(self, items):
         return self._ask("rate", {}, items, items)

@@ -53,8 +53,8 @@ class ReplayPartner(Partner):
     def ask_condition(self, num_classes: int, n: int):
         return self._next("ask_condition", {"num_classes": num_classes, "n": n})
 
-    def edit(self, images):
-        return self._next("edit", {"n": len(images)})
+    def edit(self, items):
+        return self._next("edit", {"n": len(items)})
 
     def rate(self, items):
         return self._next("rate", {"n": len(items)})

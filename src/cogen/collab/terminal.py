@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.prompt import Prompt
 from rich.text import Text
 
-from cogen.collab.answers import PARTS, PartnerStopped, split_answer, as_whole, check_count, cycle_classes, edit_keeping, parse_fact
+from cogen.collab.answers import (PARTS, PartnerStopped, as_whole, check_count, check_drafts, cycle_classes,
+                                  edit_keeping, parse_fact, split_answer)
 from cogen.collab.partner import RATINGS, Edit, Partner
 
 class TerminalPartner(Partner):
@@ -101,10 +102,14 @@ class TerminalPartner(Partner):
 
         return self._ask(f"For each of the {n} pairs, the better one, 1 or 2, on one line (e.g. 1 2 1)", parse)
 
-    def edit(self, images: torch.Tensor) -> Edit:
-        self._show(images, "edit")
+    def edit(self, items) -> Edit | list[str]:
+        self._show(items, "edit")
+        if not isinstance(items, torch.Tensor):
+            return self._ask(f"Write the start of each of the {len(items)} texts, separated by | (e.g. a b | e | i o; "
+                             "an empty part leaves that text to the model)",
+                             lambda line: check_drafts(line.split("|"), len(items)))
         return self._ask(f"Which part of every image to keep: {' or '.join(PARTS)}",
-                         lambda line: edit_keeping(images, line.strip()))
+                         lambda line: edit_keeping(items, line.strip()))
 
     def supply_facts(self, query: str) -> list[tuple[str, str, str]]:
         self._say(f"Facts the model should respect about {query!r}: one per line, head | relation | tail; "

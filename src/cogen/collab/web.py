@@ -27,7 +27,8 @@ from rich.text import Text
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from cogen.collab.partner import RATINGS, Partner, SimulatedPartner
-from cogen.collab.answers import PARTS, PartnerStopped, as_whole, check_count, cycle_classes, edit_keeping, parse_fact
+from cogen.collab.answers import (PARTS, PartnerStopped, as_whole, check_count, check_drafts, cycle_classes,
+                                  edit_keeping, parse_fact)
 from cogen.config import CogenError
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ img{width:112px;image-rendering:pixelated;border:1px solid #ccc} #error{color:#b
  <label class="item">{{ show(a) }}<br><input type="radio" name="choice-{{ i }}" id="choice-{{ i }}-1" value="1"> 1</label>
  <label class="item">{{ show(b) }}<br><input type="radio" name="choice-{{ i }}" id="choice-{{ i }}-2" value="2"> 2</label></fieldset>{% endfor %}
 {% elif q.kind == "ask_condition" %}<input name="classes" id="classes" placeholder="3 or 3,5,7">
+{% elif q.kind == "draft" %}{% for item in q.items %}<div class="item">{{ show(item) }}<br>
+ <input name="draft-{{ loop.index0 }}" id="draft-{{ loop.index0 }}" placeholder="the start of text {{ loop.index }}"></div>{% endfor %}
 {% elif q.kind == "edit" %}{% for item in q.items %}<div class="item">{{ show(item) }}</div>{% endfor %}
  <select name="part" id="part">{% for p in parts %}<option>{{ p }}</option>{% endfor %}</select>
 {% else %}<textarea name="facts" id="facts" rows="8" cols="60" placeholder="head | relation | tail"></textarea>{% endif %}
@@ -59,6 +62,7 @@ function body(form) {
   if (kind === "rate") q.ratings = [...form.querySelectorAll('[name^="rating-"]')].map(x => val(x.value));
   else if (kind === "compare") { q.choices = []; for (let i = 0; e["choice-" + i]; i++) q.choices.push(val(e["choice-" + i].value)); }
   else if (kind === "ask_condition") q.classes = e.classes.value.split(/[\\s,]+/).filter(Boolean).map(val);
+  else if (kind === "draft") q.drafts = [...form.querySelectorAll('[name^="draft-"]')].map(x => x.value);
   else if (kind === "edit") q.part = e.part.value;
   else q.facts = e.facts.value.split("\\n");
   return q;
@@ -257,14 +261,19 @@ class WebPartner(Partner):
         return self._ask("compare", "For each pair, choose the better one.", check, lambda s: s.compare(first, second),
                          pairs=zip(_shown(first[:n]), _shown(second[:n])))
 
-    def edit(self, images: torch.Tensor):
+    def edit(self, items):
+        if not isinstance(items, torch.Tensor):
+            return self._ask("draft", "Write the start of each text (empty: the model writes it all).",
+                             lambda data: check_drafts(_list(data, "drafts"), len(items)), lambda s: s.edit(items),
+                             items=_shown(items))
+
         def check(data: dict):
             if not isinstance(data.get("part"), str):
                 raise ValueError(f"'part' must be one of {', '.join(PARTS)}")
-            return edit_keeping(images, data["part"])
+            return edit_keeping(items, data["part"])
 
-        return self._ask("edit", "Which part of every image to keep?", check, lambda s: s.edit(images),
-                         items=_shown(images))
+        return self._ask("edit", "Which part of every image to keep?", check, lambda s: s.edit(items),
+                         items=_shown(items))
 
     def supply_facts(self, query: str) -> list[tuple[str, str, str]]:
         def check(data: dict) -> list[tuple[str, str, str]]:

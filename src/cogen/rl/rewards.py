@@ -50,6 +50,12 @@ def lexicon(batch: Responses, scores: dict[str, float]) -> torch.Tensor:
     return torch.tensor([sum(table.get(w, 0.0) for w in _words(t)) for t in batch.texts])
 
 
+def echo(batch: Responses, weight: float = 1.0) -> torch.Tensor:
+    """weight x how many words of the response are words of its prompt: a reward that depends on the
+    prompt, so that a prompt chosen by a partner (collab=prompt_guided) is a condition to follow."""
+    return torch.tensor([weight * sum(w in set(_words(p)) for w in _words(t)) for p, t in zip(batch.prompts, batch.texts)])
+
+
 def length(batch: Responses, unit: str = "tokens", target: float | None = None, scale: float = 1.0) -> torch.Tensor:
     """The response's length in tokens, words or chars; with a target, -|length - target|."""
     if unit == "tokens":
@@ -62,11 +68,11 @@ def length(batch: Responses, unit: str = "tokens", target: float | None = None, 
 
 
 length.needs_text = False  # tokens need no text; words/chars decode (see RuleReward)
-RULES: dict[str, Callable[..., torch.Tensor]] = {"keyword": keyword, "lexicon": lexicon, "length": length}
+RULES: dict[str, Callable[..., torch.Tensor]] = {"keyword": keyword, "lexicon": lexicon, "length": length, "echo": echo}
 
 
 class RuleReward(Reward):
-    """A rule by name (keyword, lexicon, length) or a dotted path `package.module.function` to
+    """A rule by name (keyword, lexicon, length, echo) or a dotted path `package.module.function` to
     your own `f(batch: Responses, **params) -> (B,) tensor`; `params` are the rule's arguments."""
 
     def __init__(self, rule: str, **params: Any):
