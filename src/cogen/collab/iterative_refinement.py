@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from cogen.collab.oracles import ClassPreference, RewardScale
-from cogen.collab.partner import RATINGS, Partner, simulated_parts
+from cogen.collab.partner import RATINGS, Partner, partner_state, restore_partner, simulated_parts
 from cogen.config import CogenError
 from cogen.metrics.adherence import PromptAdherence
 from cogen.rl.rewards import Responses, Reward
@@ -187,17 +187,15 @@ class IterativeRefinement(pl.Callback):
 
     # -- resuming -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        partner_state = getattr(self.partner, "state_dict", None)
         return {"images": self.images, "weights": self.weights, "answers": self.answers, "spent": self.spent,
-                "refine_steps": self.refine_steps_taken,
-                "generator": self.generator.get_state(), "partner": partner_state() if partner_state else None}
+                "refine_steps": self.refine_steps_taken, "generator": self.generator.get_state(),
+                "partner": partner_state(self.partner)}
 
     def load_state_dict(self, state: dict) -> None:
         self.images, self.weights, self.answers, self.spent = state["images"], state["weights"], state["answers"], state["spent"]
         self.refine_steps_taken = state.get("refine_steps", 0)
         self.generator.set_state(state["generator"])
-        if state.get("partner") is not None and hasattr(self.partner, "load_state_dict"):
-            self.partner.load_state_dict(state["partner"])
+        restore_partner(self.partner, state.get("partner"))
 
 
 class PartnerReward(Reward):

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import pytorch_lightning as pl
 
-from cogen.collab.partner import Partner, simulated_parts
+from cogen.collab.partner import Partner, partner_state, restore_partner, simulated_parts
 from cogen.config import CogenError
 from cogen.kg.graph import Triple
 
@@ -79,10 +79,8 @@ class KnowledgeGuided(pl.Callback):
         self._log(pl_module, "test")
 
     def state_dict(self) -> dict:
-        partner_state = getattr(self.partner, "state_dict", None)
-        return {"supplied": self.supplied, "answers": self.answers, "partner": partner_state() if partner_state else None}
+        return {"supplied": self.supplied, "answers": self.answers, "partner": partner_state(self.partner)}
 
     def load_state_dict(self, state: dict) -> None:
         self.supplied, self.answers = state["supplied"], state["answers"]
-        if state.get("partner") is not None and hasattr(self.partner, "load_state_dict"):
-            self.partner.load_state_dict(state["partner"])
+        restore_partner(self.partner, state.get("partner"))

@@ -226,6 +226,18 @@ class SimulatedPartner(Partner):
         return make_masks(shape, self.mask, self.generator)
 
 
+def partner_state(partner: Partner) -> dict | None:
+    """What a resumed run needs of its partner (a simulated one's answers and random state), or
+    None for a partner without state (a person, a replay); a mode's checkpoint state holds it."""
+    state_dict = getattr(partner, "state_dict", None)
+    return state_dict() if state_dict else None
+
+
+def restore_partner(partner: Partner, state: dict | None) -> None:
+    if state is not None and hasattr(partner, "load_state_dict"):
+        partner.load_state_dict(state)
+
+
 def simulated_parts(partner: Partner) -> list[SimulatedPartner]:
     """The simulated partners behind `partner`: itself, the one a RecordedPartner records, or a web
     partner's fallback. A mode gives them what the family judges by (an oracle, the graph's facts)
