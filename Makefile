@@ -26,11 +26,14 @@ install: .installed ## install cogen and its test tools into the current Python
 train: .installed ## train the default job (PacGAN2 on the 2D ring, about a minute on CPU); ARGS=... adds overrides
 	$(PY) -m cogen.train $(ARGS)
 
+# Tests run on every core (pytest-xdist), a file per worker and one thread each: most of a test's
+# time is Python and subprocess start-up, not maths, so this halves CI on 2 cores. ARGS="-n 0": serial.
+TEST_OPTS = -n auto --dist loadfile
 test: .installed ## run the whole test suite, slow end-to-end tests included
-	$(PY) -m pytest -q $(ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q $(TEST_OPTS) $(ARGS)
 
 test-fast: .installed ## the tests not marked slow
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -m "not slow" $(TEST_OPTS) $(ARGS)
 
 table: .installed ## build a reproduced table: make table EXP=pacgan_2d ARGS="protocol=short"
 	$(PY) -m cogen.table experiment=$(EXP) $(ARGS)

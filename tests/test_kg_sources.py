@@ -143,7 +143,7 @@ def test_tsv_long_malformed_line_is_shortened(tmp_path: Path):
     path = tmp_path / "kg.tsv"
     path.write_text("x" * 500 + "\n")
     message = one_line_error(tsv_kg, str(path))
-    assert "line 1:" in message and len(message) < 200
+    assert "line 1:" in message and len(message.replace(str(path), "")) < 150   # the path's length varies
 
 
 def test_tsv_missing_and_empty_files(tmp_path: Path):
