@@ -31,6 +31,15 @@ def test_ddp_cpu_inside_a_multirun(tmp_path):
 
 
 
+def test_a_person_as_partner_stops_a_ddp_run_before_training_with_one_line(tmp_path):
+    proc = cli("cogen.train", *DDP, "model=vae", "collab=co_creation", "collab/partner=terminal", f"hydra.run.dir={tmp_path}",
+               check=False)
+    run = summary(tmp_path)
+    assert proc.returncode != 0 and run["status"] == "failed" and run.get("global_step", 0) == 0
+    assert run["error"].startswith("a person answers in one process, but this run has 2 (DDP)") and "\n" not in run["error"]
+    assert "Traceback" not in proc.stderr
+
+
 def test_ddp_cpu_matches_one_process_with_the_same_global_batch(tmp_path):
     """Both ranks draw the global batch and its noise and keep their halves, and the generator's
     BatchNorm uses the global batch's statistics: 2 processes train what 1 process trains, to

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 STORE_NAME = "feedback.sqlite"
+PEOPLE = ("terminal", "web")   # partner kinds that are a person
 
 
 def build_mode(collab: DictConfig | None, output_dir: str | Path | None = None) -> list:
@@ -33,14 +34,14 @@ def build_mode(collab: DictConfig | None, output_dir: str | Path | None = None) 
             raise CogenError(f"collab.partner={collab.partner} sets a value, not the partner: choose the partner "
                              f"with collab/partner={collab.partner} (a slash: it is a config group).")
         partner = instantiate(collab.partner)
-        export = []
+        export = [OnePerson()] if partner.kind in PEOPLE else []
         if output_dir is not None and _rank() == 0:
             from cogen.collab.recorded import RecordedPartner
             from cogen.collab.store import FeedbackStore
 
             store = FeedbackStore(Path(output_dir) / STORE_NAME)
             partner = RecordedPartner(partner, store, Path(output_dir) / "feedback")
-            export = [ExportFeedback(store)]
+            export.append(ExportFeedback(store))
         return [instantiate(collab, partner=partner)] + export
 
 
@@ -49,6 +50,19 @@ def _rank() -> int:
     import os
 
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+
+
+class OnePerson(pl.Callback):
+    """A person answers one process: under DDP every rank would ask them (and only rank 0 stores
+    the answers), so a multi-process run with a person stops before training, saying what works."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.world_size > 1:
+            from cogen.config import CogenError
+
+            raise CogenError(f"a person answers in one process, but this run has {trainer.world_size} (DDP): use "
+                             "trainer.devices=1 with collab/partner=terminal or web, or collab/partner=simulated or "
+                             "replay (every rank gets the same answers) to train on several devices.")
 
 
 class ExportFeedback(pl.Callback):
