@@ -111,9 +111,11 @@ class CoCreation(pl.Callback):
         reference each complete them, from the same random draws."""
         if self.max_images is not None:
             prompts = prompts[: self.max_images - self.completed]
+        if not prompts:
+            return
         tokenizer, length = pl_module.tokenizer, pl_module.hparams.response_length
-        examples = text.continue_rows(pl_module, pl_module.reference, prompts, length, self.generator) if prompts else []
-        drafts = self.partner.edit([tokenizer.decode(e) for e in examples]) if prompts else None
+        examples = text.continue_rows(pl_module, pl_module.reference, prompts, length, self.generator)
+        drafts = self.partner.edit([tokenizer.decode(e) for e in examples])
         if not drafts:
             return
         prompts = prompts[: len(drafts)]

@@ -32,6 +32,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from cogen.collab import text
 from cogen.collab.oracles import ClassPreference, RewardScale
 from cogen.collab.partner import RATINGS, Partner, partner_state, restore_partner, simulated_parts
 from cogen.config import CogenError
@@ -71,7 +72,7 @@ class IterativeRefinement(pl.Callback):
         self.answers, self.spent, self.refine_steps_taken = 0, False, 0
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if hasattr(pl_module, "feedback") and hasattr(pl_module, "reward"):   # the RL-tuned LM
+        if text.is_text_model(pl_module):   # the RL-tuned LM
             self._give_oracle(RewardScale(pl_module.reward, *self.reward_range))
             pl_module.feedback = PartnerReward(self, trainer, pl_module.reward)
             self.rates_rollouts = True

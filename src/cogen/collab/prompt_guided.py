@@ -32,8 +32,7 @@ import torch
 from torch import nn
 
 from cogen.callbacks.image_grid import save_grid
-from cogen.collab import log_png
-from cogen.collab import text
+from cogen.collab import log_png, text
 from cogen.collab.partner import Partner
 from cogen.config import CogenError
 from cogen.metrics.adherence import PromptAdherence
@@ -54,7 +53,7 @@ class PromptGuided(pl.Callback):
             raise CogenError(f"collab.n_samples={n_samples}: the number of requests to judge must be at least 1.")
         self.partner, self.classifier, self.num_classes, self.n_samples = partner, classifier, num_classes, n_samples
         self.per_class, self.dirpath, self.seed, self.target = per_class, Path(dirpath), seed, target
-        self.answers, self.adherence, self.prompts = 0, None, None
+        self.answers, self.adherence, self.prompt_data = 0, None, None   # prompt_data: model=rl_lm's datamodule
         self._told = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -83,7 +82,7 @@ class PromptGuided(pl.Callback):
         if not (hasattr(data, "texts") and hasattr(data, "ids")):
             raise CogenError("collab=prompt_guided with model=rl_lm chooses among the data's prompts: use "
                              "data=markov_prompts (data.prompts=[...] or data.path=<one prompt per line>).")
-        self.prompts, self.num_classes = data, len(data.texts)
+        self.prompt_data, self.num_classes = data, len(data.texts)   # a prompt's index is its class
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -93,7 +92,7 @@ class PromptGuided(pl.Callback):
         self.evaluate(trainer, pl_module, "test")
 
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> float:
-        if self.prompts is not None:
+        if self.prompt_data is not None:
             return self.prompt_text(trainer, pl_module, stage)
         return self.prompt(trainer, pl_module, stage)
 
@@ -132,7 +131,7 @@ class PromptGuided(pl.Callback):
     def prompt_text(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> float:
         """One response of the policy to each requested prompt, scored by model.reward."""
         requested = self.requests(ask_partner=stage == "test").tolist()
-        prompts = [self.prompts.ids[i] for i in requested]
+        prompts = [self.prompt_data.ids[i] for i in requested]
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         with eval_mode(pl_module):
             responses = text.continue_rows(pl_module, pl_module.policy, prompts, pl_module.hparams.response_length,
@@ -143,7 +142,7 @@ class PromptGuided(pl.Callback):
             pl_module.log("test/answers", float(self.answers))
         if trainer.is_global_zero:
             decode = pl_module.tokenizer.decode
-            rows = [{"prompt": self.prompts.texts[i], "response": decode(r), "reward": float(v)}
+            rows = [{"prompt": self.prompt_data.texts[i], "response": decode(r), "reward": float(v)}
                     for i, r, v in list(zip(requested, responses, rewards.tolist()))[: self.per_class * self.num_classes]]
             self.dirpath.mkdir(parents=True, exist_ok=True)
             (self.dirpath / f"prompt_guided_{stage}.json").write_text(json.dumps(rows, indent=1))

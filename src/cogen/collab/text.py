@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from cogen.rl.rollout import sample
+from cogen.utils.padding import pad_rows
 
 CHUNK = 256   # rows sampled at once: a large request is not one huge batch
 
@@ -22,15 +23,6 @@ def batch_rows(batch: dict) -> list[list[int]]:
     return [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
 
 
-def pad(rows: list[list[int]], value: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows as one (ids, mask) pair, padded on the left (prompts) or the right (responses)."""
-    width = max(1, max(map(len, rows)))
-    filler = lambda r: [value] * (width - len(r))   # noqa: E731
-    ids = [filler(r) + r if left else r + filler(r) for r in rows]
-    mask = [[0] * (width - len(r)) + [1] * len(r) if left else [1] * len(r) + [0] * (width - len(r)) for r in rows]
-    return torch.tensor(ids, device=device), torch.tensor(mask, device=device)
-
-
 @torch.no_grad()
 def continue_rows(pl_module: pl.LightningModule, model: nn.Module, rows: list[list[int]], length: int,
                   generator: torch.Generator) -> list[list[int]]:
@@ -38,7 +30,7 @@ def continue_rows(pl_module: pl.LightningModule, model: nn.Module, rows: list[li
     the RL-tuned LM samples: its temperature, its suppressed tokens."""
     hp, out = pl_module.hparams, []
     for start in range(0, len(rows), CHUNK):
-        ids, mask = pad(rows[start:start + CHUNK], pl_module.pad_token_id, True, pl_module.device)
+        ids, mask = pad_rows(rows[start:start + CHUNK], pl_module.pad_token_id, device=pl_module.device)
         tokens, keep = sample(model, ids, mask, length, generator, hp.temperature, pl_module.suppress,
                               pl_module.stop_token_id, pl_module.pad_token_id)
         out += [t[k.bool()].tolist() for t, k in zip(tokens, keep)]
@@ -48,6 +40,6 @@ def continue_rows(pl_module: pl.LightningModule, model: nn.Module, rows: list[li
 @torch.no_grad()
 def rewards(pl_module: pl.LightningModule, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
     """model.reward of each response to its prompt."""
-    prompt_ids, prompt_mask = pad(prompts, pl_module.pad_token_id, True, pl_module.device)
-    response_ids, response_mask = pad(responses, pl_module.pad_token_id, False, pl_module.device)
+    prompt_ids, prompt_mask = pad_rows(prompts, pl_module.pad_token_id, device=pl_module.device)
+    response_ids, response_mask = pad_rows(responses, pl_module.pad_token_id, left=False, device=pl_module.device)
     return pl_module.score(prompt_ids, prompt_mask, response_ids, response_mask).float()

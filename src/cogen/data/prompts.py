@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from cogen.config import CogenError
+from cogen.utils.padding import pad_rows
 
 
 class PromptDataModule(pl.LightningDataModule):
@@ -32,11 +33,8 @@ class PromptDataModule(pl.LightningDataModule):
             raise CogenError("a prompt encodes to no tokens and the tokenizer has no BOS: remove empty prompts.")
 
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        rows = [self.ids[i] for i in indices]
-        width = max(map(len, rows))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        ids, mask = pad_rows([self.ids[i] for i in indices], pad)
         return {"input_ids": ids, "attention_mask": mask, "index": torch.tensor(indices)}
 
     def train_dataloader(self):

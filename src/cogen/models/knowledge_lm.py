@@ -36,6 +36,7 @@ from cogen.kg.graph import KnowledgeGraph, Triple
 from cogen.kg.tokenizer import EntityTokenizer
 from cogen.kg.verbalise import Verbaliser
 from cogen.metrics.link_prediction import LinkPrediction
+from cogen.utils.padding import pad_rows
 
 IGNORE = -100
 KNOWLEDGE = ("known", "train")
@@ -127,11 +128,8 @@ class KnowledgeLM(pl.LightningModule):
             ids = [self.tokenizer.bos_token_id] + context + statement
             rows.append(ids)
             labels.append([IGNORE] * (1 + len(context)) + statement)
-        width = max(map(len, rows))
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
-        target = torch.tensor([[IGNORE] * (width - len(r)) + r for r in labels], device=self.device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        ids, mask = pad_rows(rows, self.tokenizer.pad_token_id, device=self.device)
+        target, _ = pad_rows(labels, IGNORE, device=self.device)
         return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp_min(0), "labels": target}
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

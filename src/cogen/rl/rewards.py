@@ -53,7 +53,8 @@ def lexicon(batch: Responses, scores: dict[str, float]) -> torch.Tensor:
 def echo(batch: Responses, weight: float = 1.0) -> torch.Tensor:
     """weight x how many words of the response are words of its prompt: a reward that depends on the
     prompt, so that a prompt chosen by a partner (collab=prompt_guided) is a condition to follow."""
-    return torch.tensor([weight * sum(w in set(_words(p)) for w in _words(t)) for p, t in zip(batch.prompts, batch.texts)])
+    prompt_words = [set(_words(p)) for p in batch.prompts]
+    return torch.tensor([weight * sum(w in words for w in _words(t)) for words, t in zip(prompt_words, batch.texts)])
 
 
 def length(batch: Responses, unit: str = "tokens", target: float | None = None, scale: float = 1.0) -> torch.Tensor:
