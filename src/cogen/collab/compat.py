@@ -16,6 +16,7 @@ FAMILIES = {
     "cogen.models.two_layer_vae.TwoLayerVAE": "vae2",
     "cogen.models.rl_lm.RLLM": "rl_lm",
     "cogen.models.lm.LMPretrain": "lm_pretrain",
+    "cogen.models.reward_model.RewardModel": "reward_model",
     "cogen.models.knowledge_lm.KnowledgeLM": "kg_lm",
 }
 MODES = {
@@ -25,24 +26,30 @@ MODES = {
     "cogen.collab.knowledge_guided.KnowledgeGuided": "knowledge_guided",
 }
 FACTS_READER = "the partner's facts are read by the knowledge-fused LM: use model=kg_lm"
+# The reward model's partner labels its data set (data.partner), not a collaboration mode.
+PREFERENCES = "its partner compares the pairs of its data set: set collab/partner@data.partner=..., with collab=autonomous"
 # mode -> family -> why the pair cannot work (families not listed work with the mode).
 UNSUPPORTED = {
     "prompt_guided": {
         "vae2": "the two-layer VAE has no class-conditional version; use model=vae or vae_conv",
         "lm_pretrain": "pre-training reads text only; a partner takes part in model=rl_lm",
+        "reward_model": PREFERENCES,
         "kg_lm": "its prompts are the graph's questions; the partner supplies facts (collab=knowledge_guided) and rules (model/fusion)",
     },
     "co_creation": {
         "gan": "a GAN has no encoder to condition on the partner's pixels; use model=vae or vae_conv",
         "vae2": "completion is built for one stochastic layer; use model=vae or vae_conv",
         "lm_pretrain": "pre-training reads text only; a partner takes part in model=rl_lm",
+        "reward_model": PREFERENCES,
         "kg_lm": "its answer is one entity, with no part for a partner to draft; the partner supplies facts (collab=knowledge_guided) and rules (model/fusion)",
     },
     "iterative_refinement": {
         "lm_pretrain": "pre-training reads text only; a partner takes part in model=rl_lm",
+        "reward_model": PREFERENCES,
         "kg_lm": "the knowledge-fused LM learns from the graph's facts; the partner supplies facts (collab=knowledge_guided) and rules (model/fusion)",
     },
-    "knowledge_guided": {family: FACTS_READER for family in ("gan", "vae", "vae2", "rl_lm", "lm_pretrain")},
+    "knowledge_guided": {**{family: FACTS_READER for family in ("gan", "vae", "vae2", "rl_lm", "lm_pretrain")},
+                         "reward_model": PREFERENCES},
 }
 
 

@@ -93,7 +93,8 @@ class SimulatedPartner(Partner):
     mask: which part of an image it keeps in `edit`: top_half, left_half or random_box
         (everything but a random box of a quarter to a half of the height and width). Of a text
         it always keeps the first half of the words: its draft.
-    oracle: scores items in [0, 1] (higher: better) for `rate` and `compare`.
+    oracle: scores items in [0, 1] (higher: better) for `rate` and `compare`; a pair it scores
+        equally gets a fair coin's answer (a person without a preference), not always the first.
     facts: the (head, relation, tail) facts it knows, for `supply_facts` (those that mention the query).
     latency: seconds it takes to answer each question, to measure a mode's wall time with a person.
     """
@@ -208,8 +209,11 @@ class SimulatedPartner(Partner):
         if n == 0:
             return None
         self._wait()
-        intent = (self._scores(second[:n]) > self._scores(first[:n])).long()
+        first_score, second_score = self._scores(first[:n]), self._scores(second[:n])
         random = torch.randint(0, 2, (n,), generator=self.generator)
+        # Equal scores: no preference, so the answer is the coin already drawn (no extra draws:
+        # the answers where the oracle has a preference stay as they were).
+        intent = torch.where(second_score == first_score, random, (second_score > first_score).long())
         return torch.where(self._random(n), random, intent)
 
     def supply_facts(self, query: str) -> list[tuple[str, str, str]] | None:

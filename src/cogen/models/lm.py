@@ -59,5 +59,8 @@ class LMPretrain(pl.LightningModule):
         transformers.utils.logging.disable_progress_bar()
         out = Path(self.hparams.save_dir).expanduser()
         self.policy.save_pretrained(str(out))
+        tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
+        if hasattr(tokenizer, "save_pretrained"):   # a learnt tokenizer travels with its model
+            tokenizer.save_pretrained(str(out))
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
         (out / "cogen.json").write_text(json.dumps({"global_step": self.trainer.global_step, "metrics": metrics}, indent=1))

@@ -28,7 +28,8 @@ class RLLM(pl.LightningModule):
     def __init__(self, policy: nn.Module, reward: Reward, algo: Algorithm, kl, tokenizer,
                  response_length: int = 4, samples_per_prompt: int = 4, temperature: float = 1.0,
                  lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), max_grad_norm: float | None = 1.0,
-                 val_samples: int = 64, exact_max_responses: int = 70000, seed: int = 0, eval_seed: int = 2333):
+                 val_samples: int = 64, exact_max_responses: int = 70000, seed: int = 0, eval_seed: int = 2333,
+                 eval_reference: bool = False):
         super().__init__()
         if samples_per_prompt < algo.min_group:
             raise CogenError(f"model.samples_per_prompt={samples_per_prompt}: {type(algo).__name__} compares "
@@ -48,7 +49,8 @@ class RLLM(pl.LightningModule):
             nn.init.zeros_(self.value_head.bias)
         self.register_buffer("beta", torch.tensor(kl.init_beta, dtype=torch.float64))
         self.suppress = list(getattr(tokenizer, "never_sample", []))
-        self.stop_token_id = getattr(tokenizer, "eos_token_id", None)
+        eos = getattr(tokenizer, "eos_token_id", None)
+        self.stop_token_id = None if eos in self.suppress else eos   # never sampled: fixed-length responses
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._gen = torch.Generator().manual_seed(seed)
         self._exact_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -91,11 +93,15 @@ class RLLM(pl.LightningModule):
 
     def score(self, prompt_ids, prompt_mask, response, mask, reward: Reward | None = None) -> torch.Tensor:
         reward = reward or self.reward
-        batch = Responses(prompt_ids, response, mask)
+        batch = Responses(prompt_ids, response, mask, prompt_mask=prompt_mask)
         if reward.needs_text:
-            batch.prompts = [self.tokenizer.decode(p[m.bool()].tolist()) for p, m in zip(prompt_ids, prompt_mask)]
+            batch.prompts = [self.tokenizer.decode(self._without_bos(p[m.bool()].tolist())) for p, m in zip(prompt_ids, prompt_mask)]
             batch.texts = [self.tokenizer.decode(y[m.bool()].tolist()) for y, m in zip(response, mask)]
         return reward(batch)
+
+    def _without_bos(self, ids: list[int]) -> list[int]:
+        """A prompt's tokens without the BOS the data put in front: a text reward reads the text alone."""
+        return ids[1:] if ids and ids[0] == self.tokenizer.bos_token_id else ids
 
     # --- training -------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int):
@@ -150,6 +156,7 @@ class RLLM(pl.LightningModule):
     # --- evaluation: sampled metrics, and exact ones when the responses can be listed ------------
     def on_validation_epoch_start(self) -> None:
         self._eval_gen = torch.Generator(device=self.device).manual_seed(self.hparams.eval_seed)
+        self._ref_gen = torch.Generator(device=self.device).manual_seed(self.hparams.eval_seed + 1)
 
     on_test_epoch_start = on_validation_epoch_start
 
@@ -167,6 +174,17 @@ class RLLM(pl.LightningModule):
             rows = [self.exact(p[m.bool()], beta) for p, m in zip(batch["input_ids"], batch["attention_mask"])]
             means = {f"{stage}/exact_{k}": sum(row[k] for row in rows) / len(rows) for k in rows[0]}
             self.log_dict(means, batch_size=len(rows), sync_dist=True)
+        if stage == "test" and self.hparams.eval_reference:   # the KL = 0 end of a reward-KL frontier
+            self.log(f"{stage}/reference_reward", self.reference_reward(batch).mean(), batch_size=len(r.ids), sync_dist=True)
+
+    @torch.no_grad()
+    def reference_reward(self, batch) -> torch.Tensor:
+        """model.reward of `val_samples` responses per prompt sampled from the frozen reference."""
+        k = self.hparams.val_samples
+        ids, mask = batch["input_ids"].repeat_interleave(k, 0), batch["attention_mask"].repeat_interleave(k, 0)
+        response, keep = sample(self.reference, ids, mask, self.hparams.response_length, self._ref_gen,
+                                self.hparams.temperature, self.suppress, self.stop_token_id, self.pad_token_id)
+        return self.score(ids, mask, response, keep)
 
     def enumerable(self) -> bool:
         allowed = len(self.tokenizer) - len(self.suppress)

@@ -1,8 +1,9 @@
 """Reward sources: what a (simulated) human partner rewards. A reward scores whole responses,
 given as a `Responses` batch (token ids, and the decoded text when it asks for it), and returns
 one float per response. `model/reward=rule` is a programmable rule (a keyword, a length, a
-lexicon, or your own function); a sentiment model or a learned reward plugs in as another
-`Reward` subclass with its own conf/model/reward/<name>.yaml.
+lexicon, or your own function); `model/reward=learned` is a reward model learnt from a partner's
+pairwise preferences (`LearnedReward`, the RLHF path). Another source (a sentiment model) plugs in
+as another `Reward` subclass with its own conf/model/reward/<name>.yaml.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class Responses:
     mask: torch.Tensor           # (B, L) 1 on the tokens that count
     prompts: list[str] | None = None  # decoded, when the reward needs text
     texts: list[str] | None = None
+    prompt_mask: torch.Tensor | None = None  # (B, P) 1 on the prompt's real tokens; None: all of them
 
 
 class Reward:
@@ -99,3 +101,39 @@ def _import(path: str) -> Callable:
 def _unknown(path: str):
     raise CogenError(f"model.reward.rule={path!r} does not exist: use one of {', '.join(RULES)}, "
                      f"or a dotted path to your own function (package.module.function).")
+
+
+class LearnedReward(Reward):
+    """A reward model learnt from a partner's pairwise preferences (the RLHF path): `cogen-train
+    model=reward_model task=reward_model` saves it to `path`. It reads prompt + response token ids,
+    so the policy's tokenizer must be the one it was trained with (model/reward=learned passes
+    data.tokenizer, checked here). normalise: mean 0, std 1 on the reference LM's responses.
+    Scores on the responses' device, without gradients."""
+
+    needs_text = False
+
+    def __init__(self, path: str, tokenizer: Any = None, normalise: bool = True):
+        from pathlib import Path
+
+        from cogen.nets.reward import HEAD_FILE, RewardNet
+
+        if not (Path(path).expanduser() / HEAD_FILE).is_file():
+            raise CogenError(f"model.reward.path={path} holds no reward model: train one first (cogen-train "
+                             f"model=reward_model task=reward_model), or point model.reward.path at its save_dir.")
+        self.net = RewardNet.load(path).eval().requires_grad_(False)
+        vocab = self.net.backbone.config.vocab_size
+        if tokenizer is not None and len(tokenizer) > vocab:
+            raise CogenError(f"model.reward.path={path} reads {vocab} token ids but the policy's tokenizer has "
+                             f"{len(tokenizer)}: train the reward model on the policy's tokenizer (data.tokenizer).")
+        self.path, self.normalise = path, normalise
+
+    @torch.no_grad()
+    def __call__(self, batch: Responses) -> torch.Tensor:
+        device = batch.response_ids.device
+        if self.net.mean.device != device:
+            self.net.to(device)
+        prompt_mask = batch.prompt_mask if batch.prompt_mask is not None else torch.ones_like(batch.prompt_ids)
+        return self.net(batch.prompt_ids, prompt_mask, batch.response_ids, batch.mask, normalise=self.normalise).float()
+
+    def __repr__(self) -> str:
+        return f"LearnedReward({self.path})"
