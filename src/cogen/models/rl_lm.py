@@ -149,7 +149,7 @@ class RLLM(pl.LightningModule):
         if r is None:
             return []
         kl = r.kl.sum(1)
-        return [{"prompt": self.tokenizer.decode(r.ids[i, :r.prompt_len][r.attention_mask[i, :r.prompt_len].bool()].tolist()),
+        return [{"prompt": self.tokenizer.decode(self._without_bos(r.ids[i, :r.prompt_len][r.attention_mask[i, :r.prompt_len].bool()].tolist())),
                  "response": self.tokenizer.decode(r.response[i][r.mask[i].bool()].tolist()),
                  "reward": float(r.score[i]), "kl": float(kl[i])} for i in range(min(n, len(r.ids)))]
 
