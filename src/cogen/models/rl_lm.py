@@ -77,16 +77,19 @@ class RLLM(pl.LightningModule):
 
     @torch.no_grad()
     def rollout(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, k: int,
-                generator: torch.Generator | None = None, reward: Reward | None = None) -> Rollout:
-        """k responses per prompt, scored, with the log-probabilities of policy and reference."""
+                generator: torch.Generator | None = None, reward: Reward | None = None,
+                policy_stats: bool = True) -> Rollout:
+        """k responses per prompt, scored, with the log-probabilities of the reference and (unless
+        policy_stats=False: the update's own forward pass will give them) of the policy."""
         prompt_ids, prompt_mask = prompt_ids.repeat_interleave(k, 0), prompt_mask.repeat_interleave(k, 0)
         response, mask = sample(self.policy, prompt_ids, prompt_mask, self.hparams.response_length, generator,
                                 self.hparams.temperature, self.suppress, self.stop_token_id, self.pad_token_id)
         ids = torch.cat([prompt_ids, response], 1)
         attention = torch.cat([prompt_mask, torch.ones_like(response)], 1)
         r = Rollout(ids, attention, prompt_ids.shape[1], mask, torch.empty(0), torch.empty(0), torch.empty(0), k)
-        new = self.stats(self.policy, r, value=self.value_head is not None, entropy=True)
-        r.logp, r.entropy, r.values = new["logp"] * mask, new["entropy"], new.get("values")
+        if policy_stats:
+            new = self.stats(self.policy, r, value=self.value_head is not None, entropy=True)
+            r.logp, r.entropy, r.values = new["logp"] * mask, new["entropy"], new.get("values")
         r.ref_logp = self.stats(self.reference, r)["logp"] * mask
         r.score = self.score(prompt_ids, prompt_mask, response, mask, reward).to(r.logp)
         return r
@@ -106,16 +109,27 @@ class RLLM(pl.LightningModule):
     # --- training -------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int):
         opt = self.optimizers()
+        # One update on the whole rollout (REINFORCE, RLOO, GRPO as configured): its forward pass,
+        # with gradients, also gives the sampling-time log-probabilities (the same weights), so the
+        # rollout skips a forward pass of the policy.
+        one_pass = self.algo.epochs == 1 and self.algo.minibatches == 1 and self.value_head is None
         r = self.rollout(batch["input_ids"], batch["attention_mask"], self.hparams.samples_per_prompt, self._gen,
-                         reward=self.feedback)
+                         reward=self.feedback, policy_stats=not one_pass)
+        if one_pass:
+            whole = self.stats(self.policy, r, entropy=True)
+            r.logp, r.entropy = whole["logp"].detach() * r.mask, whole["entropy"].detach()
         beta = float(self.beta)
         self.algo.advantages(r, beta)
         losses, extra = [], {}
         for _ in range(self.algo.epochs):
             order = torch.randperm(len(r.ids), generator=self._gen, device=self._gen.device).to(self.device)
             for rows in order.chunk(self.algo.minibatches):
-                mb = r.take(rows)
-                loss, extra = self.algo.loss(mb, self.stats(self.policy, mb, value=self.value_head is not None))
+                if one_pass:   # the loss is a mean over responses: their order does not matter
+                    mb, new = r, whole
+                else:
+                    mb = r.take(rows)
+                    new = self.stats(self.policy, mb, value=self.value_head is not None)
+                loss, extra = self.algo.loss(mb, new)
                 opt.zero_grad(set_to_none=True)
                 self.manual_backward(loss)
                 if self.hparams.max_grad_norm:
