@@ -5,7 +5,7 @@ ARGS ?=
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export WANDB_SILENT ?= true
 
-.PHONY: help install train test test-fast table bench wandb-sweep clean
+.PHONY: help install train test test-fast table bench bench-rl wandb-sweep clean
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -52,6 +52,10 @@ bench: .installed ## GAN framework overhead vs plain PyTorch, multirun throughpu
 	$(PY) benchmarks/multirun_throughput.py
 	$(PY) benchmarks/ensemble_throughput.py
 	$(PY) benchmarks/image_overhead.py $(IMAGE_BENCH)
+
+bench-rl: .installed ## cogen's RLOO vs TRL's RLOOTrainer, same policy, prompts, reward, batch and updates (ARGS="--algo grpo --updates 200")
+	$(PY) -m pip install -q -e ".[bench]"
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) benchmarks/rl_vs_trl.py --threads 1 $(ARGS)
 
 wandb-sweep: .installed ## register sweep.yaml with W&B (needs `wandb login` and network), then run `wandb agent <id>`
 	timeout 120 wandb sweep sweep.yaml
