@@ -61,10 +61,11 @@ POINT_GANS, IMAGE_GANS, VAE_MODELS = _models()
 
 def test_every_model_option_has_a_family_test():
     # The language models are built and trained by tests/test_rl_*.py (lm_pretrain, rl_lm),
-    # tests/test_knowledge_lm.py (kg_lm) and tests/test_reward_model.py (reward_model).
+    # tests/test_knowledge_lm.py (kg_lm) and tests/test_reward_model.py (reward_model); the KG embeddings
+    # (kge) by tests/test_kge.py.
     lms = [m for m in options("model")
            if family(m).__module__ in ("cogen.models.lm", "cogen.models.rl_lm", "cogen.models.knowledge_lm",
-                                       "cogen.models.reward_model")]
+                                       "cogen.models.reward_model", "cogen.models.kge")]
     assert sorted(POINT_GANS + IMAGE_GANS + VAE_MODELS + lms) == options("model"), "a model option no instantiate test covers"
 
 

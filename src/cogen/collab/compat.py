@@ -18,6 +18,7 @@ FAMILIES = {
     "cogen.models.lm.LMPretrain": "lm_pretrain",
     "cogen.models.reward_model.RewardModel": "reward_model",
     "cogen.models.knowledge_lm.KnowledgeLM": "kg_lm",
+    "cogen.models.kge.KGEmbedding": "kge",
 }
 MODES = {
     "cogen.collab.prompt_guided.PromptGuided": "prompt_guided",
@@ -28,6 +29,7 @@ MODES = {
 FACTS_READER = "the partner's facts are read by the knowledge-fused LM: use model=kg_lm"
 # The reward model's partner labels its data set (data.partner), not a collaboration mode.
 PREFERENCES = "its partner compares the pairs of its data set: set collab/partner@data.partner=..., with collab=autonomous"
+KGE = "KG embeddings learn from the graph's triples alone; a partner takes part through model=kg_lm"
 # mode -> family -> why the pair cannot work (families not listed work with the mode).
 UNSUPPORTED = {
     "prompt_guided": {
@@ -35,6 +37,7 @@ UNSUPPORTED = {
         "lm_pretrain": "pre-training reads text only; a partner takes part in model=rl_lm",
         "reward_model": PREFERENCES,
         "kg_lm": "its prompts are the graph's questions; the partner supplies facts (collab=knowledge_guided) and rules (model/fusion)",
+        "kge": KGE,
     },
     "co_creation": {
         "gan": "a GAN has no encoder to condition on the partner's pixels; use model=vae or vae_conv",
@@ -42,13 +45,15 @@ UNSUPPORTED = {
         "lm_pretrain": "pre-training reads text only; a partner takes part in model=rl_lm",
         "reward_model": PREFERENCES,
         "kg_lm": "its answer is one entity, with no part for a partner to draft; the partner supplies facts (collab=knowledge_guided) and rules (model/fusion)",
+        "kge": KGE,
     },
     "iterative_refinement": {
         "lm_pretrain": "pre-training reads text only; a partner takes part in model=rl_lm",
         "reward_model": PREFERENCES,
         "kg_lm": "the knowledge-fused LM learns from the graph's facts; the partner supplies facts (collab=knowledge_guided) and rules (model/fusion)",
+        "kge": KGE,
     },
-    "knowledge_guided": {**{family: FACTS_READER for family in ("gan", "vae", "vae2", "rl_lm", "lm_pretrain")},
+    "knowledge_guided": {**{family: FACTS_READER for family in ("gan", "vae", "vae2", "rl_lm", "lm_pretrain", "kge")},
                          "reward_model": PREFERENCES},
 }
 
