@@ -54,7 +54,8 @@ bench: .installed ## GAN framework overhead vs plain PyTorch, multirun throughpu
 	$(PY) benchmarks/image_overhead.py $(IMAGE_BENCH)
 
 bench-rl: .installed ## cogen's RLOO vs TRL's RLOOTrainer, same policy, prompts, reward, batch and updates (ARGS="--algo grpo --updates 200")
-	$(PY) -m pip install -q -e ".[bench]"
+	@# the [bench] extra (trl) once, not on every run: a pip install -e costs seconds each time
+	@$(PY) -c "import trl" 2>/dev/null || $(PY) -m pip install -q -e ".[bench]"
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) benchmarks/rl_vs_trl.py --threads 1 $(ARGS)
 
 wandb-sweep: .installed ## register sweep.yaml with W&B (needs `wandb login` and network), then run `wandb agent <id>`
