@@ -83,6 +83,24 @@ def test_model_paths(tmp_path):
     torch.testing.assert_close(again(input_ids=ids).logits, model(input_ids=ids).logits)
 
 
+def test_gpt2_gets_the_fused_gelu_with_the_same_outputs(tmp_path):
+    """cogen swaps GPT-2's six-op gelu_new for PyTorch's one-kernel tanh GELU (the same function):
+    a model saved with gelu_new by plain transformers loads with the fused one and the same logits."""
+    import transformers
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    torch.manual_seed(0)
+    plain = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=11, n_layer=2, n_embd=32, n_head=2,
+                                                                 activation_function="gelu_new")).eval()
+    plain.save_pretrained(str(tmp_path / "plain"))
+    loaded = causal_lm(path=str(tmp_path / "plain")).eval()
+    kinds = {type(m) for m in loaded.modules()}
+    assert GELUTanh in kinds and NewGELUActivation not in kinds
+    assert loaded.config.activation_function == "gelu_pytorch_tanh"
+    ids = torch.randint(0, 11, (4, 9))
+    torch.testing.assert_close(loaded(input_ids=ids).logits, plain(input_ids=ids).logits, atol=1e-5, rtol=0)
+
+
 def responses(texts: list[str], lengths: list[int]) -> Responses:
     mask = torch.tensor([[1.0] * n + [0.0] * (4 - n) for n in lengths])
     return Responses(torch.zeros(len(texts), 1, dtype=torch.long), torch.zeros(len(texts), 4, dtype=torch.long), mask,

@@ -65,6 +65,21 @@ def test_enumeration_matches_the_sampler_and_the_scoring_path():
     assert 0.5 * float((freq - logp.exp()).abs().sum()) < 0.03
 
 
+def test_a_prompt_read_once_for_its_group_draws_the_same_responses():
+    """sample(..., repeats=k) reads each prompt once and copies its KV cache to its k rows: the
+    same draws, token for token, as sampling the k-times repeated prompts (left padding included)."""
+    policy, tok = tiny_lm(words=4)
+    prompts = torch.tensor([[tok.pad_token_id, tok.bos_token_id, 2], [tok.bos_token_id, 1, 3]])
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    k = 5
+    shared, shared_keep = sample(policy, prompts, mask, 4, torch.Generator().manual_seed(3), suppress=tok.never_sample,
+                                 repeats=k)
+    repeated, repeated_keep = sample(policy, prompts.repeat_interleave(k, 0), mask.repeat_interleave(k, 0), 4,
+                                     torch.Generator().manual_seed(3), suppress=tok.never_sample)
+    assert shared.shape == (2 * k, 4) and torch.equal(shared, repeated) and torch.equal(shared_keep, repeated_keep)
+    assert not shared.is_inference() and len(set(map(tuple, shared.tolist()))) > 2   # ordinary tensors; draws differ
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """rho: the tiny GPT-2 pre-trained (300 steps, about 6 s) on the Markov grammar's text."""

@@ -61,7 +61,10 @@ class RLLM(pl.LightningModule):
 
     def configure_optimizers(self):
         params = list(self.policy.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
-        return torch.optim.Adam(params, lr=self.hparams.lr * self.algo.lr_scale, betas=tuple(self.hparams.betas))
+        # One fused kernel for all parameters: the per-tensor loop PyTorch's CPU default runs
+        # costs more than the update itself on the small policies.
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        return torch.optim.Adam(params, lr=self.hparams.lr * self.algo.lr_scale, betas=tuple(self.hparams.betas), fused=fused)
 
     def setup(self, stage: str) -> None:
         """Sampling draws on the model's device, from a stream of its own per DDP rank (before a
@@ -81,16 +84,18 @@ class RLLM(pl.LightningModule):
                 policy_stats: bool = True) -> Rollout:
         """k responses per prompt, scored, with the log-probabilities of the reference and (unless
         policy_stats=False: the update's own forward pass will give them) of the policy."""
-        prompt_ids, prompt_mask = prompt_ids.repeat_interleave(k, 0), prompt_mask.repeat_interleave(k, 0)
         response, mask = sample(self.policy, prompt_ids, prompt_mask, self.hparams.response_length, generator,
-                                self.hparams.temperature, self.suppress, self.stop_token_id, self.pad_token_id)
+                                self.hparams.temperature, self.suppress, self.stop_token_id, self.pad_token_id, repeats=k)
+        prompt_ids, prompt_mask = prompt_ids.repeat_interleave(k, 0), prompt_mask.repeat_interleave(k, 0)
         ids = torch.cat([prompt_ids, response], 1)
         attention = torch.cat([prompt_mask, torch.ones_like(response)], 1)
         r = Rollout(ids, attention, prompt_ids.shape[1], mask, torch.empty(0), torch.empty(0), torch.empty(0), k)
         if policy_stats:
             new = self.stats(self.policy, r, value=self.value_head is not None, entropy=True)
             r.logp, r.entropy, r.values = new["logp"] * mask, new["entropy"], new.get("values")
-        r.ref_logp = self.stats(self.reference, r)["logp"] * mask
+        with torch.inference_mode():   # the frozen reference never needs autograd
+            ref_logp = self.stats(self.reference, r)["logp"]
+        r.ref_logp = ref_logp * mask   # an ordinary tensor again: the loss may save it for backward
         r.score = self.score(prompt_ids, prompt_mask, response, mask, reward).to(r.logp)
         return r
 
@@ -98,9 +103,22 @@ class RLLM(pl.LightningModule):
         reward = reward or self.reward
         batch = Responses(prompt_ids, response, mask, prompt_mask=prompt_mask)
         if reward.needs_text:
-            batch.prompts = [self.tokenizer.decode(self._without_bos(p[m.bool()].tolist())) for p, m in zip(prompt_ids, prompt_mask)]
-            batch.texts = [self.tokenizer.decode(y[m.bool()].tolist()) for y, m in zip(response, mask)]
+            batch.prompts = self.decode_rows(prompt_ids, prompt_mask, without_bos=True)
+            batch.texts = self.decode_rows(response, mask)
         return reward(batch)
+
+    def decode_rows(self, ids: torch.Tensor, mask: torch.Tensor, without_bos: bool = False) -> list[str]:
+        """Each row's kept tokens as text. The rows become lists once, and each distinct row is
+        decoded once (a prompt repeats samples_per_prompt times): per-row tensor indexing cost
+        more than the rest of the reward on the small policies."""
+        texts: dict[tuple[int, ...], str] = {}
+        out = []
+        for row, keep in zip(ids.tolist(), mask.tolist()):
+            tokens = tuple(t for t, k in zip(row, keep) if k)
+            if tokens not in texts:
+                texts[tokens] = self.tokenizer.decode(self._without_bos(list(tokens)) if without_bos else list(tokens))
+            out.append(texts[tokens])
+        return out
 
     def _without_bos(self, ids: list[int]) -> list[int]:
         """A prompt's tokens without the BOS the data put in front: a text reward reads the text alone."""
@@ -162,10 +180,11 @@ class RLLM(pl.LightningModule):
         r = self.last_rollout
         if r is None:
             return []
-        kl = r.kl.sum(1)
-        return [{"prompt": self.tokenizer.decode(self._without_bos(r.ids[i, :r.prompt_len][r.attention_mask[i, :r.prompt_len].bool()].tolist())),
-                 "response": self.tokenizer.decode(r.response[i][r.mask[i].bool()].tolist()),
-                 "reward": float(r.score[i]), "kl": float(kl[i])} for i in range(min(n, len(r.ids)))]
+        n, kl = min(n, len(r.ids)), r.kl.sum(1)
+        prompts = self.decode_rows(r.ids[:n, :r.prompt_len], r.attention_mask[:n, :r.prompt_len], without_bos=True)
+        responses = self.decode_rows(r.response[:n], r.mask[:n])
+        return [{"prompt": prompts[i], "response": responses[i], "reward": float(r.score[i]), "kl": float(kl[i])}
+                for i in range(n)]
 
     # --- evaluation: sampled metrics, and exact ones when the responses can be listed ------------
     def on_validation_epoch_start(self) -> None:
@@ -195,9 +214,10 @@ class RLLM(pl.LightningModule):
     def reference_reward(self, batch) -> torch.Tensor:
         """model.reward of `val_samples` responses per prompt sampled from the frozen reference."""
         k = self.hparams.val_samples
+        response, keep = sample(self.reference, batch["input_ids"], batch["attention_mask"], self.hparams.response_length,
+                                self._ref_gen, self.hparams.temperature, self.suppress, self.stop_token_id,
+                                self.pad_token_id, repeats=k)
         ids, mask = batch["input_ids"].repeat_interleave(k, 0), batch["attention_mask"].repeat_interleave(k, 0)
-        response, keep = sample(self.reference, ids, mask, self.hparams.response_length, self._ref_gen,
-                                self.hparams.temperature, self.suppress, self.stop_token_id, self.pad_token_id)
         return self.score(ids, mask, response, keep)
 
     def enumerable(self) -> bool:

@@ -27,20 +27,34 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
 
 
-@torch.no_grad()
 def sample(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, length: int,
            generator: torch.Generator | None = None, temperature: float = 1.0, suppress: list[int] | tuple = (),
-           stop_token_id: int | None = None, pad_token_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """`length` tokens after each prompt, with the KV cache (transformers >= 5.24 names it
-    `cache`): (response ids, mask). The mask is 1 up to and including a stop token; after it the
-    row holds padding."""
-    n = prompt_ids.shape[0]
+           stop_token_id: int | None = None, pad_token_id: int = 0, repeats: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """`length` tokens after each prompt, `repeats` responses per prompt (a prompt's rows
+    contiguous), with the KV cache (transformers >= 5.24 names it `cache`): (response ids, mask).
+    The mask is 1 up to and including a stop token; after it the row holds padding.
+    Each prompt is read once and its cache copied to its `repeats` rows. It runs in inference
+    mode (no autograd bookkeeping at all, faster than no_grad on small models); the returned
+    tensors are ordinary ones, fit for a later backward."""
+    with torch.inference_mode():
+        response, keep = _sample(model, prompt_ids, prompt_mask, length, generator, temperature, suppress,
+                                 stop_token_id, pad_token_id, repeats)
+    return response.clone(), keep.clone()
+
+
+def _sample(model, prompt_ids, prompt_mask, length, generator, temperature, suppress, stop_token_id, pad_token_id,
+            repeats):
     mask = prompt_mask.long()
     out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=True)
+    logits, cache = out.logits[:, -1], out.cache
+    if repeats > 1:
+        logits, mask = logits.repeat_interleave(repeats, 0), mask.repeat_interleave(repeats, 0)
+        cache.batch_repeat_interleave(repeats)
+    n = mask.shape[0]
     tokens, alive = [], torch.ones(n, dtype=torch.bool, device=prompt_ids.device)
     keep = torch.ones(n, length, device=prompt_ids.device)
     for t in range(length):
-        probs = masked_logits(out.logits[:, -1], suppress, temperature).softmax(-1)
+        probs = masked_logits(logits, suppress, temperature).softmax(-1)
         token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         token = torch.where(alive, token, torch.full_like(token, pad_token_id))
         keep[:, t] = alive.float()
@@ -50,7 +64,8 @@ def sample(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
         if t + 1 < length:
             mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=mask.device)], 1)
             out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position_ids(mask)[:, -1:],
-                        cache=out.cache, use_cache=True)
+                        cache=cache, use_cache=True)
+            logits, cache = out.logits[:, -1], out.cache
     return torch.stack(tokens, 1), keep
 
 
