@@ -114,7 +114,10 @@ def test_kl_is_zero_at_the_reference_and_positive_after_one_update():
     data = PromptDataModule(tok, prompts=["", "b"], batch_size=4, steps_per_epoch=1)
     batch = data.collate([0, 1])
     r = model.rollout(batch["input_ids"], batch["attention_mask"], 256, torch.Generator().manual_seed(0))
-    assert float(r.kl.abs().max()) == 0.0
+    # Zero up to float rounding: the LM head reads only the response's positions, and PyTorch's
+    # matmul takes another kernel for the policy's weights (they require grad) than for the
+    # frozen reference's: 2.4e-7 at most here.
+    assert float(r.kl.abs().max()) < 1e-6
     assert model.exact(torch.tensor([tok.bos_token_id]), 0.1)["kl"] == 0.0
     trainer(max_steps=1, limit_val_batches=0).fit(model, datamodule=data)
     exact = model.exact(torch.tensor([tok.bos_token_id]), 0.1)

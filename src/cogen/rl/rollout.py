@@ -15,9 +15,8 @@ from torch import nn
 
 
 def masked_logits(logits: torch.Tensor, suppress: list[int] | tuple = (), temperature: float = 1.0) -> torch.Tensor:
-    logits = logits.float() / temperature
+    logits = logits.float() / temperature   # a new tensor: the -inf below leave the model's logits alone
     if suppress:
-        logits = logits.clone()
         logits[..., list(suppress)] = float("-inf")
     return logits
 
@@ -73,16 +72,22 @@ def response_stats(model: nn.Module, ids: torch.Tensor, attention_mask: torch.Te
                    suppress: list[int] | tuple = (), temperature: float = 1.0, value_head: nn.Module | None = None,
                    entropy: bool = False) -> dict[str, torch.Tensor]:
     """Per response token: `logp` of the sampled token, and optionally the `entropy` of its
-    distribution and the `values` of the state before it (from the last hidden layer)."""
+    distribution and the `values` of the state before it (from the last hidden layer).
+
+    With a large vocabulary (SmolLM2: 49,152) the logits dominate time and memory, so the LM head
+    runs on the response's positions only (`logits_to_keep`), the log-probability is the gathered
+    logit minus the log-normaliser (no full log-softmax table), and the entropy, a logged number,
+    is computed without autograd."""
     out = model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
-                output_hidden_states=value_head is not None)
-    logits = masked_logits(out.logits[:, prompt_len - 1: -1], suppress, temperature)
-    logp_all = logits.log_softmax(-1)
+                output_hidden_states=value_head is not None, logits_to_keep=ids.shape[1] - prompt_len + 1)
+    logits = masked_logits(out.logits[:, :-1], suppress, temperature)
+    log_z = logits.logsumexp(-1)
     response = ids[:, prompt_len:]
-    stats = {"logp": logp_all.gather(-1, response[..., None]).squeeze(-1)}
+    stats = {"logp": logits.gather(-1, response[..., None]).squeeze(-1) - log_z}
     if entropy:
-        p = logp_all.exp()
-        stats["entropy"] = -torch.where(p > 0, p * logp_all, torch.zeros_like(p)).sum(-1)
+        with torch.no_grad():   # H = log Z - sum_v p_v * logit_v; suppressed tokens have p = 0
+            p = (logits - log_z[..., None]).exp()
+            stats["entropy"] = log_z - (p * logits.clamp(min=torch.finfo(logits.dtype).min)).sum(-1)
     if value_head is not None:
         # The head shares the policy's trunk (as in Ziegler et al.'s code). A detached trunk was
         # measured worse on the exact toy: its poorer values bias GAE more than the shared
