@@ -1,6 +1,7 @@
 """RL fine-tuning speed: cogen's RLOO (or GRPO) against TRL's RLOOTrainer (or GRPOTrainer), trl 1.16.
 
     python benchmarks/rl_vs_trl.py [--updates 100] [--seed 0] [--algo rloo|grpo] [--threads N] [--repeats 3] [--fresh] [--out F]
+    python benchmarks/rl_vs_trl.py --task smollm2 --device cuda --updates 50 --eval-samples 256   # the GPU pair
 
 Why: cogen's goal is the same reward as TRL in at most half TRL's wall time on a CPU. Both run
 here, one after the other in one process, on one task read from cogen's composed config
@@ -19,6 +20,12 @@ disturbed by other work on the machine); every run's time is in the JSON.
 Then each trained policy, and the reference, samples `--eval-samples` responses with one sampler
 (`cogen.rl.rollout.sample`, one seed), scored by cogen's reward: mean +- standard error.
 
+`--task smollm2` is the pair on real text (experiment=sentiment_rl with model/policy=smollm2_135m,
+data=review_prompts_smollm2): SmolLM2-135M-Instruct continues 16 review openings x 4 samples with
+24 tokens at temperature 0.7, VADER's compound score is the reward, beta 0.1, lr 3e-4. Both load
+the float32 copy that `cogen.nets.lm.smollm2` caches; TRL's prompts are cogen's with their BOS
+written as text, so both read the same token ids. `--device cuda` runs both on the GPU, in fp32.
+
 What still differs (TRL's design, no setting matches it):
 - RLOO: both put beta * sum_t log(pi/rho) in the return with a leave-one-out baseline; TRL's
   clipped-ratio loss is the plain policy gradient at one pass, as cogen's loss.
@@ -27,6 +34,9 @@ What still differs (TRL's design, no setting matches it):
 - TRL's log-probabilities use the full softmax (BOS included) while it samples with BOS
   suppressed; cogen masks BOS out of both. The pre-trained model gives BOS ~1e-4.
 - Random streams differ (sampling, prompt order): one run's rewards differ by noise.
+- cogen loads GPT-2 with PyTorch's one-kernel tanh GELU in place of transformers' six-op gelu_new
+  (the same function to 5e-7, `cogen.nets.lm.fused_gelu`); TRL loads the folder as saved. On the
+  toy it is about a twentieth of cogen's time.
 The last line of stdout is the result as JSON; it is also written to --out.
 """
 from __future__ import annotations
@@ -49,15 +59,22 @@ TRL_MISSING = "trl is a benchmark-only extra: pip install 'trl==1.16.0'"
 TARGET = 2.0  # TRL time / cogen time
 
 
-def compose_cfg(algo: str, updates: int, seed: int, out_dir: str):
+TASKS = {  # what each --task adds to cogen's composed config
+    "toy": ["model=rl_lm"],
+    "smollm2": ["experiment=sentiment_rl", "model/policy=smollm2_135m", "data=review_prompts_smollm2"],
+}
+
+
+def compose_cfg(algo: str, updates: int, seed: int, out_dir: str, task: str = "toy", device: str = "cpu"):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
     from cogen.config import CONF_DIR, validate
 
-    overrides = ["model=rl_lm", f"model/algo={algo}", "logger=none", "callbacks=none", "trainer.enable_progress_bar=false",
+    overrides = [*TASKS[task], f"model/algo={algo}", "logger=none", "callbacks=none", "trainer.enable_progress_bar=false",
                  "++trainer.enable_checkpointing=false", "++trainer.limit_val_batches=0", "test=false",
-                 "trainer.max_epochs=1", f"data.steps_per_epoch={updates}", f"seed={seed}"]
+                 "trainer.max_epochs=1", f"data.steps_per_epoch={updates}", f"seed={seed}",
+                 *(["trainer=gpu"] if device == "cuda" else [])]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         full = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     cfg = OmegaConf.masked_copy(full, [k for k in full if k != "hydra"])
@@ -72,6 +89,11 @@ def policy_folder(cfg, fresh: bool, tmp: Path) -> Path:
     import torch
     from hydra.utils import instantiate
 
+    if "smollm2" in cfg.model.policy._target_:
+        instantiate(cfg.model.policy)   # writes the float32 cache on first use
+        from cogen.nets.lm import smollm2_cache_dir
+
+        return smollm2_cache_dir(cfg.model.policy.cache_dir)
     if fresh:
         torch.manual_seed(cfg.seed)
         instantiate(cfg.model.policy, path=None).save_pretrained(str(tmp / "fresh"))
@@ -125,31 +147,59 @@ def lexicon_reward(scores: dict):
     return vowels
 
 
-def run_trl(cfg, folder: Path, algo: str, updates: int, out_dir: str) -> tuple[float, object]:
+def sentiment_reward(scale: float):
+    """VADER's compound score of each completion text, as cogen's model/reward=sentiment gives it."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    analyzer = SentimentIntensityAnalyzer()
+
+    def sentiment(completions, **_):
+        return [scale * analyzer.polarity_scores(text)["compound"] for text in completions]
+
+    return sentiment
+
+
+def trl_task(cfg, tok):
+    """TRL's view of the task: (prompt texts, reward function, tokenizer)."""
+    if cfg.model.reward._target_.endswith("SentimentReward"):
+        prompts = [tok.bos_token + t for t in instantiate_prompts(cfg)]   # cogen puts BOS before each prompt
+        tok.padding_side = "left"
+        return prompts, sentiment_reward(cfg.model.reward.scale), tok
+    return list(cfg.data.prompts), lexicon_reward(cfg.model.reward.scores), fast_tokenizer(tok)
+
+
+def instantiate_prompts(cfg) -> list[str]:
+    from hydra.utils import instantiate
+
+    return list(instantiate(cfg.data).texts)
+
+
+def run_trl(cfg, folder: Path, algo: str, updates: int, out_dir: str, device: str = "cpu") -> tuple[float, object]:
+    import torch
     import trl
     from datasets import Dataset
     from hydra.utils import instantiate
     from transformers import AutoModelForCausalLM, PrinterCallback
 
     m, prompts, tok = cfg.model, cfg.data.batch_size, instantiate(cfg.data.tokenizer)
-    common = dict(output_dir=out_dir, seed=cfg.seed, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+    texts, reward_func, processing_class = trl_task(cfg, tok)
+    common = dict(output_dir=out_dir, seed=cfg.seed, use_cpu=device == "cpu", bf16=False, fp16=False, gradient_checkpointing=False,
                   disable_dropout=True, report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
                   max_steps=updates, per_device_train_batch_size=prompts * m.samples_per_prompt,
                   gradient_accumulation_steps=1, num_generations=m.samples_per_prompt, num_iterations=1,
                   max_completion_length=m.response_length, temperature=m.temperature, top_k=0, top_p=1.0,
                   learning_rate=m.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
                   adam_beta1=m.betas[0], adam_beta2=m.betas[1], max_grad_norm=m.max_grad_norm, beta=m.kl.beta,
-                  generation_kwargs={"suppress_tokens": list(tok.never_sample)})  # BOS: never sampled, so never EOS
+                  generation_kwargs={"suppress_tokens": list(getattr(tok, "never_sample", []))})  # never sampled
     if algo == "rloo":
         Config, Trainer, extra = trl.RLOOConfig, trl.RLOOTrainer, {}
     else:
         Config, Trainer = trl.GRPOConfig, trl.GRPOTrainer
         extra = dict(loss_type="grpo", scale_rewards="group" if m.algo.scale_rewards else "none", epsilon=m.algo.clip)
-    texts = list(cfg.data.prompts)
     dataset = Dataset.from_dict({"prompt": [texts[i % len(texts)] for i in range(prompts * updates)]})  # one epoch
-    trainer = Trainer(model=AutoModelForCausalLM.from_pretrained(str(folder)), args=Config(**common, **extra),
-                      reward_funcs=lexicon_reward(m.reward.scores), train_dataset=dataset,
-                      processing_class=fast_tokenizer(tok))
+    trainer = Trainer(model=AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32),
+                      args=Config(**common, **extra), reward_funcs=reward_func, train_dataset=dataset,
+                      processing_class=processing_class)
     trainer.remove_callback(PrinterCallback)
     started = time.perf_counter()
     trainer.train()
@@ -159,23 +209,30 @@ def run_trl(cfg, folder: Path, algo: str, updates: int, out_dir: str) -> tuple[f
 
 
 def mean_reward(policy, cfg, n: int, seed: int) -> tuple[float, float]:
-    """Mean and standard error of the reward of n responses to BOS, sampled with cogen's sampler."""
+    """Mean and standard error of the reward of about n responses, n / (number of prompts) to each
+    of the task's prompts, sampled with cogen's sampler and scored by cogen's reward."""
     import torch
     from hydra.utils import instantiate
 
     from cogen.rl.rewards import Responses
     from cogen.rl.rollout import sample
 
-    tok, reward = instantiate(cfg.data.tokenizer), instantiate(cfg.model.reward)
-    prompt = torch.full((n, 1), tok.bos_token_id)
+    data, reward = instantiate(cfg.data), instantiate(cfg.model.reward)
+    tok, device = data.tokenizer, next(policy.parameters()).device
+    suppress = list(getattr(tok, "never_sample", []))
+    stop = None if tok.eos_token_id in suppress else tok.eos_token_id
+    k = max(1, n // len(data.ids))
+    batch = data.collate(list(range(len(data.ids))))
+    prompts, prompt_mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
     policy.eval()
-    response, mask = sample(policy, prompt, torch.ones_like(prompt), cfg.model.response_length,
-                            torch.Generator().manual_seed(seed), cfg.model.temperature, tok.never_sample, None,
-                            tok.pad_token_id)
-    texts = [tok.decode(r.tolist()) for r in response]
-    scores = reward(Responses(prompt_ids=prompt, response_ids=response, mask=mask, prompts=[""] * n, texts=texts)).double()
-    assert scores.tolist() == lexicon_reward(cfg.model.reward.scores)(texts), "TRL's reward disagrees with cogen's"
-    return float(scores.mean()), float(scores.std() / n ** 0.5)
+    response, mask = sample(policy, prompts, prompt_mask, cfg.model.response_length, torch.Generator(device).manual_seed(seed),
+                            cfg.model.temperature, suppress, stop, tok.pad_token_id, repeats=k)
+    texts = [tok.decode([t for t, keep in zip(row, m) if keep]) for row, m in zip(response.tolist(), mask.tolist())]
+    prompts, prompt_mask = prompts.repeat_interleave(k, 0), prompt_mask.repeat_interleave(k, 0)
+    scores = reward(Responses(prompts, response, mask, prompts=[""] * len(texts), texts=texts, prompt_mask=prompt_mask)).double()
+    if "scores" in cfg.model.reward:
+        assert scores.tolist() == lexicon_reward(cfg.model.reward.scores)(texts), "TRL's reward disagrees with cogen's"
+    return float(scores.mean()), float(scores.std() / len(scores) ** 0.5)
 
 
 def quiet() -> None:
@@ -198,6 +255,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each side, alternated; the fastest counts (default 3)")
     p.add_argument("--fresh", action="store_true", help="start from an untrained GPT-2 (seeded) instead of the reference")
+    p.add_argument("--task", choices=tuple(TASKS), default="toy",
+                   help="toy: the Markov toy (default); smollm2: SmolLM2-135M on review prompts, VADER reward")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both sides run (default cpu)")
     p.add_argument("--eval-samples", type=int, default=1024, help="responses sampled to score each policy (default 1024)")
     p.add_argument("--out", default=str(RESULT), help=f"result JSON (default {RESULT.relative_to(ROOT)})")
     args = p.parse_args(argv)
@@ -216,17 +276,20 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="cogen-bench-rl-") as tmp:
-        cfg = compose_cfg(args.algo, args.updates, args.seed, tmp)
+        cfg = compose_cfg(args.algo, args.updates, args.seed, tmp, args.task, args.device)
         folder = policy_folder(cfg, args.fresh, Path(tmp))
-        with open_dict(cfg):
-            cfg.model.policy.path = str(folder)
+        if "path" in cfg.model.policy:
+            with open_dict(cfg):
+                cfg.model.policy.path = str(folder)
         eval_seed = cfg.model.eval_seed
-        ref = mean_reward(AutoModelForCausalLM.from_pretrained(str(folder)), cfg, args.eval_samples, eval_seed)
+        reference = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).to(args.device)
+        ref = mean_reward(reference, cfg, args.eval_samples, eval_seed)
+        del reference
         times: dict[str, list[float]] = {"cogen": [], "trl": []}
         for i in range(args.repeats):   # alternated: a burst of other load hits both sides; the minimum is the least disturbed
             seconds, cogen_policy = run_cogen(cfg)
             times["cogen"].append(seconds)
-            seconds, trl_policy = run_trl(cfg, folder, args.algo, args.updates, str(Path(tmp) / f"trl{i}"))
+            seconds, trl_policy = run_trl(cfg, folder, args.algo, args.updates, str(Path(tmp) / f"trl{i}"), args.device)
             times["trl"].append(seconds)
         cogen_s, trl_s = min(times["cogen"]), min(times["trl"])
         rewards = {"cogen": mean_reward(cogen_policy, cfg, args.eval_samples, eval_seed),
@@ -234,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
     diff = rewards["cogen"][0] - rewards["trl"][0]
     diff_se = (rewards["cogen"][1] ** 2 + rewards["trl"][1] ** 2) ** 0.5
     result = {
-        "benchmark": "rl_vs_trl", "algo": args.algo, "updates": args.updates, "seed": args.seed, "fresh": args.fresh,
+        "benchmark": "rl_vs_trl", "task": args.task, "device": args.device, "algo": args.algo, "updates": args.updates, "seed": args.seed, "fresh": args.fresh,
         "responses_per_update": int(cfg.data.batch_size * cfg.model.samples_per_prompt),
         "response_length": int(cfg.model.response_length), "beta": float(cfg.model.kl.beta), "lr": float(cfg.model.lr),
         "cogen_s": round(cogen_s, 3), "trl_s": round(trl_s, 3), "ratio": round(trl_s / cogen_s, 3),
@@ -261,7 +324,8 @@ def report(r: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"RL on the Markov toy: cogen vs TRL {r['trl']} ({r['algo']}, {r['updates']} updates x "
+    task = {"toy": "the Markov toy", "smollm2": "review prompts, SmolLM2-135M"}[r["task"]]
+    table = Table(title=f"RL on {task} ({r['device']}): cogen vs TRL {r['trl']} ({r['algo']}, {r['updates']} updates x "
                         f"{r['responses_per_update']} responses of {r['response_length']} tokens, beta {r['beta']}, "
                         f"{r['threads']} thread(s))")
     for col in ("side", "wall time (s)", "updates", "final mean reward", "TRL time / this"):
