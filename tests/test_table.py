@@ -159,3 +159,22 @@ def test_a_wandb_group_without_a_server_is_a_short_error(tmp_path, monkeypatch):
         build(["experiment=pacgan_2d", "runs=wandb:me/cogen/train-sweep", f"out={tmp_path / 'out'}"])
     with pytest.raises(WandbGroupError, match="write runs=wandb:<entity>/<project>/<group>"):
         build(["experiment=pacgan_2d", "runs=wandb:cogen-only", f"out={tmp_path / 'out'}"])
+
+
+def test_required_experiments_are_built_first_with_the_same_protocol_seeds_and_jobs(monkeypatch):
+    """knowledge_fusion's `table.requires` names knowledge_fusion_kge: its multirun (the KG
+    embeddings fusion=embedding reads) is launched before the fusion runs, and a loop is refused."""
+    import cogen.table as table
+
+    launched = []
+
+    def record(name, protocol, out, sweep, forwarded, jobs):
+        launched.append((name, protocol, jobs, sweep["seed"], forwarded))
+        raise table.TableError("stop after the first launch")
+
+    monkeypatch.setattr(table, "launch", record)
+    with pytest.raises(table.TableError, match="stop after the first launch"):
+        build(["experiment=knowledge_fusion", "seeds=1", "jobs=2", "trainer.max_epochs=1"])
+    assert launched == [("knowledge_fusion_kge", "short", 2, ["0"], [])]   # the LM's own overrides stay its own
+    with pytest.raises(table.TableError, match="table.requires loops: a -> knowledge_fusion_kge -> a"):
+        table.build_required(["a"], {"seeds": None, "jobs": None}, "short", ("a", "knowledge_fusion_kge"))

@@ -5,6 +5,7 @@
 2. Runs what is not run yet: the experiment's multirun as a real `python -m cogen.train -m` subprocess, with
    `skip_completed=true`, a stable sweep dir (outputs/<task>/<protocol>) and one folder per job named
    after its overrides, so finished jobs are reused; `jobs>1` uses Hydra's joblib launcher.
+   Experiments named in `table.requires` get their own tables built first, the same way.
 3. Reads the finished runs (their summary.json), groups and aggregates them (cogen.utils.aggregate),
    and writes table.md / table.csv / table.tex, samples.png (one final scatter per group) and
    metrics.png into the output folder; prints the Markdown.
@@ -307,12 +308,29 @@ def _bar_plot(groups: list[Group], spec: TableSpec, out: Path, plt) -> list[Path
     return [path]
 
 
-def build(argv: list[str]) -> int:
+def build_required(names: list[str], opts: dict, protocol: str | None, chain: tuple[str, ...]) -> None:
+    """The tables of the experiments this one needs (`table.requires`, e.g. the KG embeddings a fusion
+    reads), built first through the same builder (finished jobs reused), with the same protocol,
+    seeds and jobs; the experiment's other overrides are its own and are not passed on."""
+    for required in names:
+        if required in chain:
+            raise TableError(f"table.requires loops: {' -> '.join([*chain, required])}; remove one of them.")
+        argv = [f"experiment={required}", *(f"{k}={opts[k]}" for k in ("seeds", "jobs") if opts[k])]
+        code = build(argv + ([f"protocol={protocol}"] if protocol else []), chain=chain)
+        if code:
+            raise TableError(f"required experiment {required!r} did not finish (exit code {code}); "
+                             f"run the same command again, finished jobs are reused.")
+
+
+def build(argv: list[str], chain: tuple[str, ...] = ()) -> int:
     opts, forwarded = parse_args(argv)
     name, protocol = opts["experiment"], opts["protocol"]
     cfg = compose_experiment(name, protocol, [f for f in forwarded if not _is_sweep(f)])
     protocol = protocol or cfg.get("protocol")
-    spec = TableSpec.from_dict(OmegaConf.to_container(cfg.table, resolve=True))
+    table = OmegaConf.to_container(cfg.table, resolve=True)
+    requires = table.pop("requires", None) or []   # the builder's, not the aggregation's
+    requires = [requires] if isinstance(requires, str) else list(requires)
+    spec = TableSpec.from_dict(table)
     sweep = sweep_values(cfg, forwarded, opts["seeds"])
     extras = [f for f in forwarded if f.partition("=")[0].lstrip("+~") not in sweep]
     tag = "+".join([protocol or "default", *sorted(e.replace("/", "_") for e in extras)])
@@ -333,6 +351,7 @@ def build(argv: list[str]) -> int:
         protocol = opts["protocol"] or (found.pop() if len(found) == 1 else None)
     else:
         if opts["run"].lower() not in ("false", "0", "no"):
+            build_required(requires, opts, protocol, (*chain, name))
             jobs = int(opts["jobs"] or min(2, os.cpu_count() or 1))
             started = time.perf_counter()
             status = launch(name, protocol, out, sweep, forwarded, jobs)

@@ -8,6 +8,10 @@ knowledge graph the human partner trusts, through one of the fusion methods (`mo
   `knowledge` (all known facts by default: what the partner supplies at use time).
 - `constrained`: rules the partner supplies restrict the object at decoding time, through a
   logits processor in `generate` (and the same mask in the ranking).
+- `embedding`: the graph's KG embeddings (a `model=kge` run's file, ComplEx by default) enter the
+  LM's entity logits as the KGE's own score of (the latest entity, the relation the LM's state
+  attends to, each candidate), behind a tanh gate that starts closed (`cogen.kg.fusion_adapter`);
+  a submodule, so it is trained and checkpointed.
 
 With `collab=knowledge_guided` the partner's own facts take the retriever's place at use time
 (`fact_source`); a question the partner does not answer falls back to retrieval from the
@@ -52,15 +56,20 @@ class KnowledgeLM(pl.LightningModule):
             if value not in KNOWLEDGE:
                 raise CogenError(f"model.{key}={value!r}: use one of {', '.join(KNOWLEDGE)}.")
         fusion = dict(fusion or {})
-        unknown = set(fusion) - {"retriever", "rules"}
+        unknown = set(fusion) - {"retriever", "rules", "embeddings"}
         if unknown:
-            raise CogenError(f"model.fusion has unknown keys {sorted(unknown)}: it takes retriever and rules (model/fusion=...).")
-        retriever, rules = fusion.get("retriever"), fusion.get("rules")
+            raise CogenError(f"model.fusion has unknown keys {sorted(unknown)}: it takes retriever, rules and embeddings "
+                             f"(model/fusion=...).")
+        retriever, rules, embeddings = fusion.get("retriever"), fusion.get("rules"), fusion.get("embeddings")
         self.save_hyperparameters(ignore=["graph", "policy", "fusion"])
         self.graph, self.verbaliser = graph, Verbaliser(templates)
         self.tokenizer = EntityTokenizer.for_graph(graph, templates)
         self.policy = policy(tokenizer=self.tokenizer)
         self.max_length = getattr(self.policy.config, "n_positions", None) or self.policy.config.max_position_embeddings
+        self.embeddings = None
+        if embeddings:
+            self.embeddings = embeddings(graph=graph, tokenizer=self.tokenizer, width=self.policy.get_input_embeddings().embedding_dim)
+            self.embeddings.attach(self.policy)
         self._make_retriever = retriever
         self._retrievers: dict[str, object] = {}
         self._contexts: dict[tuple[str, str, str], list[int]] = {}
@@ -76,13 +85,17 @@ class KnowledgeLM(pl.LightningModule):
 
     @property
     def fusion(self) -> str:
-        return "+".join(name for name, on in (("retrieval", self._make_retriever), ("constrained", self.rules)) if on) or "none"
+        parts = (("retrieval", self._make_retriever), ("embedding", self.embeddings), ("constrained", self.rules))
+        return "+".join(name for name, on in parts if on is not None) or "none"
 
     def _facts(self, which: str) -> tuple[Triple, ...]:
         return self.graph.known if which == "known" else self.graph.train
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.policy.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas),
+        params = [{"params": list(self.policy.parameters())}]
+        if self.embeddings is not None:   # the adapter, at its own learning rate if it has one
+            params.append({"params": list(self.embeddings.parameters()), "lr": self.embeddings.lr or self.hparams.lr})
+        return torch.optim.AdamW(params, lr=self.hparams.lr, betas=tuple(self.hparams.betas),
                                  weight_decay=self.hparams.weight_decay)
 
     # --- turning triples into token ids ----------------------------------------------------------
