@@ -163,18 +163,25 @@ def test_a_wandb_group_without_a_server_is_a_short_error(tmp_path, monkeypatch):
 
 def test_required_experiments_are_built_first_with_the_same_protocol_seeds_and_jobs(monkeypatch):
     """knowledge_fusion's `table.requires` names knowledge_fusion_kge: its multirun (the KG
-    embeddings fusion=embedding reads) is launched before the fusion runs, and a loop is refused."""
+    embeddings fusion=embedding reads) is launched before the fusion runs, over only the graphs the
+    fusion table asks for, and a loop is refused. (The launcher is replaced by a recorder: what is
+    tested is which multirun the builder asks for first.)"""
     import cogen.table as table
 
     launched = []
 
     def record(name, protocol, out, sweep, forwarded, jobs):
-        launched.append((name, protocol, jobs, sweep["seed"], forwarded))
+        launched.append({"name": name, "protocol": protocol, "jobs": jobs, "sweep": sweep, "forwarded": forwarded})
         raise table.TableError("stop after the first launch")
 
     monkeypatch.setattr(table, "launch", record)
     with pytest.raises(table.TableError, match="stop after the first launch"):
         build(["experiment=knowledge_fusion", "seeds=1", "jobs=2", "trainer.max_epochs=1"])
-    assert launched == [("knowledge_fusion_kge", "short", 2, ["0"], [])]   # the LM's own overrides stay its own
+    first = launched.pop()
+    assert (first["name"], first["protocol"], first["jobs"], first["forwarded"]) == ("knowledge_fusion_kge", "short", 2, [])
+    assert first["sweep"]["seed"] == ["0"] and len(first["sweep"]["data/graph"]) == 5   # the LM's own overrides stay its own
+    with pytest.raises(table.TableError, match="stop after the first launch"):
+        build(["experiment=knowledge_fusion", "seeds=1", "data/graph=nations,umls"])
+    assert launched.pop()["sweep"]["data/graph"] == ["nations", "umls"]   # no other graph's embeddings are trained
     with pytest.raises(table.TableError, match="table.requires loops: a -> knowledge_fusion_kge -> a"):
         table.build_required(["a"], {"seeds": None, "jobs": None}, "short", ("a", "knowledge_fusion_kge"))

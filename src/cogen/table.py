@@ -308,21 +308,24 @@ def _bar_plot(groups: list[Group], spec: TableSpec, out: Path, plt) -> list[Path
     return [path]
 
 
-def build_required(names: list[str], opts: dict, protocol: str | None, chain: tuple[str, ...]) -> None:
+def build_required(names: list[str], opts: dict, protocol: str | None, chain: tuple[str, ...],
+                   sweep: dict[str, list[str]] | None = None) -> None:
     """The tables of the experiments this one needs (`table.requires`, e.g. the KG embeddings a fusion
     reads), built first through the same builder (finished jobs reused), with the same protocol,
-    seeds and jobs; the experiment's other overrides are its own and are not passed on."""
+    seeds and jobs. Where a required experiment sweeps a key this one sweeps too (data/graph), it
+    covers only this one's values, so `data/graph=nations` trains no other graph's embeddings; the
+    experiment's other overrides are its own and are not passed on."""
     for required in names:
         if required in chain:
             raise TableError(f"table.requires loops: {' -> '.join([*chain, required])}; remove one of them.")
         argv = [f"experiment={required}", *(f"{k}={opts[k]}" for k in ("seeds", "jobs") if opts[k])]
-        code = build(argv + ([f"protocol={protocol}"] if protocol else []), chain=chain)
+        code = build(argv + ([f"protocol={protocol}"] if protocol else []), chain=chain, narrow=sweep)
         if code:
             raise TableError(f"required experiment {required!r} did not finish (exit code {code}); "
                              f"run the same command again, finished jobs are reused.")
 
 
-def build(argv: list[str], chain: tuple[str, ...] = ()) -> int:
+def build(argv: list[str], chain: tuple[str, ...] = (), narrow: dict[str, list[str]] | None = None) -> int:
     opts, forwarded = parse_args(argv)
     name, protocol = opts["experiment"], opts["protocol"]
     cfg = compose_experiment(name, protocol, [f for f in forwarded if not _is_sweep(f)])
@@ -332,6 +335,9 @@ def build(argv: list[str], chain: tuple[str, ...] = ()) -> int:
     requires = [requires] if isinstance(requires, str) else list(requires)
     spec = TableSpec.from_dict(table)
     sweep = sweep_values(cfg, forwarded, opts["seeds"])
+    for key, values in (narrow or {}).items():   # a requiring table's values of a key both sweep
+        if key in sweep and key != "seed":
+            sweep[key] = [v for v in sweep[key] if v in values] or sweep[key]
     extras = [f for f in forwarded if f.partition("=")[0].lstrip("+~") not in sweep]
     tag = "+".join([protocol or "default", *sorted(e.replace("/", "_") for e in extras)])
     out = Path(opts["out"] or Path(cfg.paths.log_dir) / cfg.task / tag).resolve()
@@ -351,7 +357,7 @@ def build(argv: list[str], chain: tuple[str, ...] = ()) -> int:
         protocol = opts["protocol"] or (found.pop() if len(found) == 1 else None)
     else:
         if opts["run"].lower() not in ("false", "0", "no"):
-            build_required(requires, opts, protocol, (*chain, name))
+            build_required(requires, opts, protocol, (*chain, name), sweep)
             jobs = int(opts["jobs"] or min(2, os.cpu_count() or 1))
             started = time.perf_counter()
             status = launch(name, protocol, out, sweep, forwarded, jobs)
