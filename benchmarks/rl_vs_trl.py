@@ -36,7 +36,7 @@ What still differs (TRL's design, no setting matches it):
 - Random streams differ (sampling, prompt order): one run's rewards differ by noise.
 - cogen loads GPT-2 with PyTorch's one-kernel tanh GELU in place of transformers' six-op gelu_new
   (the same function to 5e-7, `cogen.nets.lm.fused_gelu`); TRL loads the folder as saved. On the
-  toy it is about a twentieth of cogen's time.
+  toy the swap saves about a twentieth of cogen's time (profiled: GELU 0.5 s -> 0.2-0.3 s of ~4.5 s).
 The last line of stdout is the result as JSON; it is also written to --out.
 """
 from __future__ import annotations
