@@ -27,7 +27,6 @@ outputs/bench/gan_overhead.json.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -36,25 +35,20 @@ import sys
 import tempfile
 import time
 import warnings
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))  # a plain checkout works too; an installed cogen is the same code
+from common import ROOT, compose_train, save_result  # also puts the checkout's src/ on the path
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
 from cogen.app import build_trainer  # noqa: E402  (also registers cogen's resolvers and schema)
-from cogen.config import validate  # noqa: E402
 from cogen.data.mixtures import EpochBatchSampler  # noqa: E402
 from cogen.nets.mlp import BatchNormMLP, MaxoutMLP  # noqa: E402
 
-CONF_DIR = str(ROOT / "conf")
 RESULT = ROOT / "outputs" / "bench" / "gan_overhead.json"
 TARGET = 1.10
 
@@ -71,14 +65,7 @@ BASE_OVERRIDES = [
 
 
 def compose_cfg(model: str, total_steps: int, out_dir: str, extra: list[str]) -> DictConfig:
-    overrides = [f"model={model}", *BASE_OVERRIDES, f"trainer.limit_train_batches={total_steps}", *extra]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        full = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    cfg = OmegaConf.masked_copy(full, [k for k in full if k != "hydra"])
-    with open_dict(cfg):
-        cfg.paths.output_dir = out_dir
-    validate(cfg)
-    return cfg
+    return compose_train([f"model={model}", *BASE_OVERRIDES, f"trainer.limit_train_batches={total_steps}", *extra], out_dir)
 
 
 # ----------------------------------------------------------------------------- Lightning side
@@ -274,11 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_count": os.cpu_count(),
     }
     report(result, times, args.steps)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result), flush=True)
-    return result
+    return save_result(result, args.out)
 
 
 def report(result: dict, times: dict[str, list[float]], steps: int) -> None:

@@ -43,9 +43,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # benchmarks/, for common and gan_overhead
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
@@ -55,6 +53,7 @@ from omegaconf import DictConfig  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
 from cogen.app import build_trainer  # noqa: E402
+from common import ROOT, save_result  # noqa: E402
 from gan_overhead import compose_cfg, quiet_lightning  # noqa: E402
 
 RESULT = ROOT / "outputs" / "bench" / "image_overhead.json"
@@ -307,11 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_count": os.cpu_count(),
     }
     report(result)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result), flush=True)
-    return result
+    return save_result(result, args.out)
 
 
 def report(result: dict) -> None:

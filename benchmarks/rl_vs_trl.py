@@ -42,7 +42,6 @@ The last line of stdout is the result as JSON; it is also written to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import subprocess
@@ -52,8 +51,8 @@ import time
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))  # a plain checkout works too; an installed cogen is the same code
+from common import ROOT, compose_train, save_result  # also puts the checkout's src/ on the path
+
 RESULT = ROOT / "outputs" / "bench" / "rl_vs_trl.json"
 TRL_MISSING = "trl is a benchmark-only extra: pip install 'trl==1.16.0'"
 TARGET = 2.0  # TRL time / cogen time
@@ -66,22 +65,11 @@ TASKS = {  # what each --task adds to cogen's composed config
 
 
 def compose_cfg(algo: str, updates: int, seed: int, out_dir: str, task: str = "toy", device: str = "cpu"):
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf, open_dict
-
-    from cogen.config import CONF_DIR, validate
-
-    overrides = [*TASKS[task], f"model/algo={algo}", "logger=none", "callbacks=none", "trainer.enable_progress_bar=false",
-                 "++trainer.enable_checkpointing=false", "++trainer.limit_val_batches=0", "test=false",
-                 "trainer.max_epochs=1", f"data.steps_per_epoch={updates}", f"seed={seed}",
-                 *(["trainer=gpu"] if device == "cuda" else [])]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        full = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    cfg = OmegaConf.masked_copy(full, [k for k in full if k != "hydra"])
-    with open_dict(cfg):
-        cfg.paths.output_dir = out_dir
-    validate(cfg)
-    return cfg
+    return compose_train([*TASKS[task], f"model/algo={algo}", "logger=none", "callbacks=none",
+                          "trainer.enable_progress_bar=false", "++trainer.enable_checkpointing=false",
+                          "++trainer.limit_val_batches=0", "test=false", "trainer.max_epochs=1",
+                          f"data.steps_per_epoch={updates}", f"seed={seed}", *(["trainer=gpu"] if device == "cuda" else [])],
+                         out_dir)
 
 
 def policy_folder(cfg, fresh: bool, tmp: Path) -> Path:
@@ -313,11 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__, "transformers": sys.modules["transformers"].__version__, "trl": trl.__version__,
     }
     report(result)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result), flush=True)
-    return result
+    return save_result(result, args.out)
 
 
 def report(r: dict) -> None:
