@@ -12,6 +12,7 @@ policy exactly against the KL-regularised optimum (`cogen.rl.frontier`).
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import pytorch_lightning as pl
 import torch
@@ -42,6 +43,7 @@ class RLLM(pl.LightningModule):
         policy.train()  # from_pretrained returns eval mode; without dropout the two agree anyway
         self.policy, self.algo, self.reward, self.kl_ctl, self.tokenizer = policy, algo, reward, kl, tokenizer
         self.reference = copy.deepcopy(policy).requires_grad_(False)  # train mode is harmless: no dropout
+        self._reference_sha: str | None = None
         self.value_head = None
         if algo.needs_value:
             self.value_head = nn.Linear(policy.config.hidden_size, 1)
@@ -253,12 +255,45 @@ class RLLM(pl.LightningModule):
                 "optimum": {"kl": here["opt_kl"], "reward": here["opt_reward"]},
                 "policy": {k: here[k] for k in ("kl", "reward", "gap", "reward_gap_at_kl")}}
 
+    # --- checkpoints: the reference is rebuilt from its folder, not stored -------------------------
+    def reference_fingerprint(self) -> str:
+        """SHA-256 of the frozen reference's weights, computed once: what a resumed run checks."""
+        if self._reference_sha is None:
+            self._reference_sha = weights_sha256(self.reference)
+        return self._reference_sha
+
+    def reference_source(self) -> str:
+        """The folder the reference was loaded from ('' for a policy built fresh from a config)."""
+        return str(getattr(self.reference, "name_or_path", "") or "")
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rollout_rng_state"] = self._gen.get_state()
+        if self.reference_source():
+            # The config rebuilds it from its folder: storing it would add the policy's size again
+            # to every checkpoint (540 MB with SmolLM2-135M). Its fingerprint proves it on load.
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.startswith("reference.")]:
+                del state[key]
+            checkpoint["reference"] = {"source": self.reference_source(), "sha256": self.reference_fingerprint()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "rollout_rng_state" in checkpoint and checkpoint["rollout_rng_state"].numel() == self._gen.get_state().numel():
             self._gen.set_state(checkpoint["rollout_rng_state"])
+        stored = checkpoint.get("reference")
+        if stored:
+            if stored["sha256"] != self.reference_fingerprint():
+                raise CogenError(f"this checkpoint's reference was loaded from {stored['source']}, and the weights the "
+                                 f"config loads now ({self.reference_source() or 'a fresh policy'}) differ from them: "
+                                 f"restore that folder, or set model.policy.path to where those weights are now.")
+            checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
+
+
+def weights_sha256(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _no_dropout(model: nn.Module) -> None:
