@@ -94,11 +94,9 @@ def reference(tmp_path_factory):
 BETA = 0.5
 # Objective gap J*_beta - J_beta(pi) = beta * KL(pi || pi_beta) after 100 rollouts of 128
 # responses at beta=0.5; the reference's own gap is about 0.6. Measured (seeds 0-2, two references):
-# REINFORCE and RLOO 0.007-0.008, GRPO 0.008-0.013, PPO (lr_scale 0.25) about 0.03.
+# REINFORCE and RLOO 0.007-0.008, GRPO 0.008-0.013, PPO (lr_scale 0.15) 0.028-0.034, with its
+# |KL - KL*| 0.02-0.10 (at lr_scale 0.25 it reached 0.50 for seed 0: conf/model/algo/ppo.yaml).
 TOLERANCE = {"reinforce": 0.02, "rloo": 0.02, "grpo": 0.03, "ppo": 0.06}
-# PPO's end point along the frontier moves most with the seed (a flat objective near the optimum):
-# |KL - KL*| 0.33 here (gap 0.041), 0.06-0.24 on the shipped reference for seeds 0-2 (gap 0.02-0.03).
-KL_TOLERANCE = {"ppo": 0.45}
 
 
 @pytest.mark.parametrize("algo", list(TOLERANCE))
@@ -114,5 +112,4 @@ def test_every_algorithm_ends_near_the_exact_optimum(algo, reference):
     end = model.exact(torch.tensor([16]), BETA)
     assert start["gap"] > 0.5
     assert end["gap"] < TOLERANCE[algo], end
-    assert abs(end["kl"] - end["opt_kl"]) < KL_TOLERANCE.get(algo, 0.3), end
-    assert abs(end["reward"] - end["opt_reward"]) < 0.15, end
+    assert abs(end["kl"] - end["opt_kl"]) < 0.3 and abs(end["reward"] - end["opt_reward"]) < 0.15, end
