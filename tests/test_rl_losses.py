@@ -124,3 +124,37 @@ def test_kl_is_zero_at_the_reference_and_positive_after_one_update():
     assert exact["kl"] > 1e-4
     r = model.rollout(batch["input_ids"], batch["attention_mask"], 2048, torch.Generator().manual_seed(1))
     assert float(r.kl.sum(1).mean()) > 0
+
+
+def test_reference_reward_samples_the_frozen_reference_not_the_policy():
+    """test/reference_reward (model.eval_reference, the KL = 0 end of a frontier) is the reference's
+    own expected reward, computed here exactly by listing all 4,096 responses, however far the
+    policy has moved."""
+    from cogen.data.prompts import PromptDataModule
+    from cogen.models.rl_lm import RLLM
+    from cogen.rl.rewards import RuleReward
+
+    policy, tok = tiny_lm()
+    model = RLLM(policy, RuleReward("keyword", words=["a"]), RLOO(), FixedKL(0.1), tok, response_length=3,
+                 samples_per_prompt=8, val_samples=4096)
+    with torch.no_grad():   # the policy now prefers other responses than the reference
+        for p in model.policy.parameters():
+            p.add_(torch.randn_like(p))
+    batch = PromptDataModule(tok, prompts=[""], batch_size=1, steps_per_epoch=1).collate([0])
+    prompt = torch.tensor([tok.bos_token_id])
+    model.exact(prompt, 0.1)
+    ref_logp, rewards = model._exact_cache[(tok.bos_token_id,)]
+    expected = float((ref_logp.exp() * rewards).sum())
+    policy_logp = frontier_logprobs(model, prompt)
+    assert abs(float((policy_logp.exp() * rewards).sum()) - expected) > 0.1   # the two differ
+    model.on_validation_epoch_start()
+    sampled = model.reference_reward(batch)
+    assert sampled.shape == (4096,)
+    assert abs(float(sampled.mean()) - expected) < 4 * float(sampled.std()) / 4096 ** 0.5
+
+
+def frontier_logprobs(model, prompt: torch.Tensor) -> torch.Tensor:
+    from cogen.rl import frontier
+
+    return frontier.response_logprobs(model.policy, prompt, model.allowed_tokens(), model.hparams.response_length,
+                                      model.suppress, model.hparams.temperature)

@@ -86,8 +86,7 @@ class RLLM(pl.LightningModule):
                 policy_stats: bool = True) -> Rollout:
         """k responses per prompt, scored, with the log-probabilities of the reference and (unless
         policy_stats=False: the update's own forward pass will give them) of the policy."""
-        response, mask = sample(self.policy, prompt_ids, prompt_mask, self.hparams.response_length, generator,
-                                self.hparams.temperature, self.suppress, self.stop_token_id, self.pad_token_id, repeats=k)
+        response, mask = self.sample_responses(self.policy, prompt_ids, prompt_mask, k, generator)
         prompt_ids, prompt_mask = prompt_ids.repeat_interleave(k, 0), prompt_mask.repeat_interleave(k, 0)
         ids = torch.cat([prompt_ids, response], 1)
         attention = torch.cat([prompt_mask, torch.ones_like(response)], 1)
@@ -100,6 +99,13 @@ class RLLM(pl.LightningModule):
         r.ref_logp = ref_logp * mask   # an ordinary tensor again: the loss may save it for backward
         r.score = self.score(prompt_ids, prompt_mask, response, mask, reward).to(r.logp)
         return r
+
+    def sample_responses(self, model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, k: int,
+                         generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """k responses per prompt from `model` (the policy, or the reference), with the run's length,
+        temperature, suppressed and stop tokens."""
+        return sample(model, prompt_ids, prompt_mask, self.hparams.response_length, generator, self.hparams.temperature,
+                      self.suppress, self.stop_token_id, self.pad_token_id, repeats=k)
 
     def score(self, prompt_ids, prompt_mask, response, mask, reward: Reward | None = None) -> torch.Tensor:
         reward = reward or self.reward
@@ -216,9 +222,7 @@ class RLLM(pl.LightningModule):
     def reference_reward(self, batch) -> torch.Tensor:
         """model.reward of `val_samples` responses per prompt sampled from the frozen reference."""
         k = self.hparams.val_samples
-        response, keep = sample(self.reference, batch["input_ids"], batch["attention_mask"], self.hparams.response_length,
-                                self._ref_gen, self.hparams.temperature, self.suppress, self.stop_token_id,
-                                self.pad_token_id, repeats=k)
+        response, keep = self.sample_responses(self.reference, batch["input_ids"], batch["attention_mask"], k, self._ref_gen)
         ids, mask = batch["input_ids"].repeat_interleave(k, 0), batch["attention_mask"].repeat_interleave(k, 0)
         return self.score(ids, mask, response, keep)
 
