@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import string
 
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from cogen.config import CogenError
+from cogen.data.token_splits import TokenSplitsDataModule
 
 
 class MarkovTokenizer:
@@ -75,22 +75,20 @@ class MarkovGrammar:
         return lp
 
 
-class MarkovDataModule(pl.LightningDataModule):
+class MarkovDataModule(TokenSplitsDataModule):
     """Sequences `BOS w1 .. w_seq_len` for language-model pre-training. Val/test batches also carry
     the grammar's own log-probability of each sequence: the floor a perfect model reaches."""
 
     def __init__(self, tokenizer: MarkovTokenizer, seq_len: int = 8, num_samples: int = 20000, val_samples: int = 2000,
                  test_samples: int = 2000, batch_size: int = 64, eval_batch_size: int = 1000,
                  concentration: float = 0.3, grammar_seed: int = 0, seed: int = 0):
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, seed)
         if seq_len < 1 or num_samples < batch_size:
             raise CogenError(f"data.seq_len={seq_len}, data.num_samples={num_samples}: need seq_len >= 1 and "
                              f"num_samples >= data.batch_size={batch_size}.")
-        self.tokenizer, self.seq_len, self.batch_size, self.eval_batch_size = tokenizer, seq_len, batch_size, eval_batch_size
+        self.tokenizer, self.seq_len = tokenizer, seq_len
         self.sizes = {"train": num_samples, "val": val_samples, "test": test_samples}
         self.grammar = MarkovGrammar(tokenizer.vocab_size, concentration, grammar_seed)
-        self.seed = seed
-        self.splits: dict[str, TensorDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -101,13 +99,3 @@ class MarkovDataModule(pl.LightningDataModule):
             words = self.grammar.sample(n, self.seq_len, g)
             ids = torch.cat([torch.full((n, 1), self.tokenizer.bos_token_id), words], 1)
             self.splits[name] = TensorDataset(ids) if name == "train" else TensorDataset(ids, self.grammar.log_prob(words).float())
-
-    def train_dataloader(self):
-        g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.splits["train"], batch_size=self.batch_size, shuffle=True, drop_last=True, generator=g)
-
-    def val_dataloader(self):
-        return DataLoader(self.splits["val"], batch_size=self.eval_batch_size)
-
-    def test_dataloader(self):
-        return DataLoader(self.splits["test"], batch_size=self.eval_batch_size)

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from cogen.config import CogenError
+from cogen.data.token_splits import TokenSplitsDataModule
 
 END = "<|endoftext|>"
 
@@ -50,19 +50,17 @@ def bpe_tokenizer(texts: Callable[[], list[str]] | list[str], vocab_size: int = 
     return tok
 
 
-class TextDataModule(pl.LightningDataModule):
+class TextDataModule(TokenSplitsDataModule):
     """Next-token prediction on a corpus: each split's texts, each led by the end-of-text token,
     joined into one stream and cut into blocks of `seq_len + 1` tokens (the first token of a
     block is context only). `texts(part=...)` gives a split's texts (train, val, test)."""
 
     def __init__(self, tokenizer: Any, texts: Callable[[str], list[str]], seq_len: int = 64, batch_size: int = 32,
                  eval_batch_size: int = 256, seed: int = 0):
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, seed)
         if seq_len < 1:
             raise CogenError(f"data.seq_len={seq_len}: must be >= 1.")
-        self.tokenizer, self.texts, self.seq_len, self.seed = tokenizer, texts, seq_len, seed
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.splits: dict[str, TensorDataset] = {}
+        self.tokenizer, self.texts, self.seq_len = tokenizer, texts, seq_len
 
     def blocks(self, texts: list[str]) -> torch.Tensor:
         end = self.tokenizer.eos_token_id
@@ -76,13 +74,3 @@ class TextDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             self.splits = {part: TensorDataset(self.blocks(self.texts(part=part))) for part in ("train", "val", "test")}
-
-    def train_dataloader(self):
-        g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.splits["train"], batch_size=self.batch_size, shuffle=True, drop_last=True, generator=g)
-
-    def val_dataloader(self):
-        return DataLoader(self.splits["val"], batch_size=self.eval_batch_size)
-
-    def test_dataloader(self):
-        return DataLoader(self.splits["test"], batch_size=self.eval_batch_size)
