@@ -185,3 +185,34 @@ def test_required_experiments_are_built_first_with_the_same_protocol_seeds_and_j
     assert launched.pop()["sweep"]["data/graph"] == ["nations", "umls"]   # no other graph's embeddings are trained
     with pytest.raises(table.TableError, match="table.requires loops: a -> knowledge_fusion_kge -> a"):
         table.build_required(["a"], {"seeds": None, "jobs": None}, "short", ("a", "knowledge_fusion_kge"))
+
+
+@pytest.mark.slow
+def test_a_missing_reference_is_pre_trained_once_before_the_sweep(tmp_path, monkeypatch):
+    """kl_frontier's `table.prepare` names the reference its runs read: from an empty artifacts
+    folder the builder pre-trains it (a real cogen-train run, ~40 s) before it launches the sweep,
+    and reuses it the next time; a step that fails is one line naming its command."""
+    import cogen.table as table
+
+    reference = tmp_path / "artifacts" / "lm" / "tiny_gpt2_markov" / "config.json"
+    seen = []
+
+    def record(name, protocol, out, sweep, forwarded, jobs):
+        seen.append(reference.exists())
+        raise table.TableError("stop at the launch")
+
+    monkeypatch.setattr(table, "launch", record)
+    monkeypatch.chdir(tmp_path)   # the pre-training run's own folder lands under tmp_path/outputs
+    argv = ["experiment=kl_frontier", "seeds=1", f"paths.artifacts_dir={tmp_path / 'artifacts'}"]
+    with pytest.raises(table.TableError, match="stop at the launch"):
+        build(argv)
+    assert seen == [True] and (reference.parent / "model.safetensors").is_file()
+    made = reference.stat().st_mtime_ns
+    with pytest.raises(table.TableError, match="stop at the launch"):
+        build(argv)
+    assert seen == [True, True] and reference.stat().st_mtime_ns == made   # not trained again
+
+    missing = tmp_path / "never" / "config.json"
+    with pytest.raises(table.TableError, match=r"preparing .*never/config.json failed \(cogen-train model=no_such_model: "
+                                               r"exit code 1, no file\)"):
+        table.prepare([{"creates": str(missing), "train": ["model=no_such_model"]}], [])

@@ -5,7 +5,8 @@
 2. Runs what is not run yet: the experiment's multirun as a real `python -m cogen.train -m` subprocess, with
    `skip_completed=true`, a stable sweep dir (outputs/<task>/<protocol>) and one folder per job named
    after its overrides, so finished jobs are reused; `jobs>1` uses Hydra's joblib launcher.
-   Experiments named in `table.requires` get their own tables built first, the same way.
+   Experiments named in `table.requires` get their own tables built first, the same way, and the
+   files named in `table.prepare` (a pre-trained reference, say) are made first where missing.
 3. Reads the finished runs (their summary.json), groups and aggregates them (cogen.utils.aggregate),
    and writes table.md / table.csv / table.tex, samples.png (one final scatter per group) and
    metrics.png into the output folder; prints the Markdown.
@@ -308,6 +309,24 @@ def _bar_plot(groups: list[Group], spec: TableSpec, out: Path, plt) -> list[Path
     return [path]
 
 
+def prepare(steps: list[dict], forwarded: list[str]) -> None:
+    """What every run of the experiment reads and none of them makes (`table.prepare`, e.g. the
+    pre-trained reference an RL sweep starts from): each step's `train` overrides go once through
+    cogen-train when its `creates` path is missing, with the table's own `paths.*` overrides, so the
+    file lands where the runs look for it."""
+    paths = [f for f in forwarded if f.lstrip("+~").startswith("paths.")]
+    for step in steps:
+        target = Path(step["creates"])
+        if target.exists():
+            continue
+        cmd = [*train_command(), *step["train"], *paths]
+        console.print(f"{target} is missing; making it first: " + " ".join(cmd), markup=False, highlight=False)
+        code = subprocess.run(cmd, cwd=os.getcwd()).returncode
+        if code or not target.exists():
+            raise TableError(f"preparing {target} failed (cogen-train {' '.join(step['train'])}: exit code {code}, "
+                             f"{'file made' if target.exists() else 'no file'}); fix that run, then run the same command again.")
+
+
 def build_required(names: list[str], opts: dict, protocol: str | None, chain: tuple[str, ...],
                    sweep: dict[str, list[str]] | None = None) -> None:
     """The tables of the experiments this one needs (`table.requires`, e.g. the KG embeddings a fusion
@@ -333,6 +352,7 @@ def build(argv: list[str], chain: tuple[str, ...] = (), narrow: dict[str, list[s
     table = OmegaConf.to_container(cfg.table, resolve=True)
     requires = table.pop("requires", None) or []   # the builder's, not the aggregation's
     requires = [requires] if isinstance(requires, str) else list(requires)
+    steps = table.pop("prepare", None) or []
     spec = TableSpec.from_dict(table)
     sweep = sweep_values(cfg, forwarded, opts["seeds"])
     for key, values in (narrow or {}).items():   # a requiring table's values of a key both sweep
@@ -357,6 +377,7 @@ def build(argv: list[str], chain: tuple[str, ...] = (), narrow: dict[str, list[s
         protocol = opts["protocol"] or (found.pop() if len(found) == 1 else None)
     else:
         if opts["run"].lower() not in ("false", "0", "no"):
+            prepare(steps, forwarded)
             build_required(requires, opts, protocol, (*chain, name), sweep)
             jobs = int(opts["jobs"] or min(2, os.cpu_count() or 1))
             started = time.perf_counter()
