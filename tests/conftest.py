@@ -36,6 +36,12 @@ def train(run_dir: Path, *overrides: str, check: bool = True):
     return cli("cogen.train", *FAST, f"hydra.run.dir={run_dir}", *overrides, check=check)
 
 
+def same_metric(actual, expected, **tolerance) -> bool:
+    """A summary.json metric against another: both None (a NaN is written as null), or approximately
+    equal. pytest >= 9.2's approx refuses None with a relative tolerance instead of comparing it."""
+    return actual is None if expected is None else actual == pytest.approx(expected, **tolerance)
+
+
 def summary(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "summary.json").read_text())
 
